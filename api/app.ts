@@ -1,0 +1,115 @@
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import type { Accounts, Authenticated } from '../core/accounts.js';
+import type { Chats } from '../core/chats.js';
+import type { Config } from '../core/config.js';
+import { type ErrorCode, errorStatus, isAppError, unauthorized } from '../core/errors.js';
+import type { PresenceView } from '../core/presence.js';
+import type { Store } from '../core/store/store.js';
+import { Presenter } from './present.js';
+import { Chat, Envelope, ErrorBody, User } from './schemas.js';
+import { healthRoutes } from './routes/health.js';
+import { usersRoutes } from './routes/users.js';
+import { chatsRoutes } from './routes/chats.js';
+import { messagesRoutes } from './routes/messages.js';
+
+/** What the routes need; built once in main.ts (or by a test). */
+export interface ApiDeps {
+  store: Store;
+  accounts: Accounts;
+  chats: Chats;
+  presence: PresenceView;
+  presenter: Presenter;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    auth: Authenticated | null;
+  }
+}
+
+/** A chat API request is small: the largest is a group creation with 100 member ids. */
+export const BODY_LIMIT = 64 * 1024;
+
+export async function buildApi(config: Pick<Config, 'logLevel' | 'tls'>, deps: Omit<ApiDeps, 'presenter'>): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { level: config.logLevel },
+    bodyLimit: BODY_LIMIT,
+    ...(config.tls ? { https: config.tls } : {}),
+    // Fastify's default `ignoreTrailingSlash: false` and case-sensitive routes are kept.
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Bodies are JSON: their types must be right as sent ("5" is not 5). Path and query strings
+  // are text by nature, so they are coerced to the declared types.
+  const strict = addFormats.default(new Ajv({ coerceTypes: false, useDefaults: true, allErrors: false, strict: false }));
+  const coercing = addFormats.default(new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: false }));
+  for (const schema of [ErrorBody, User, Chat, Envelope]) {
+    strict.addSchema(schema);
+    coercing.addSchema(schema);
+    app.addSchema(schema);
+  }
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Chat API', version: '1', description: 'REST side of the chat platform. Real-time messaging is MQTT: see docs/mqtt.md.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  const full: ApiDeps = { ...deps, presenter: new Presenter(deps.store, deps.presence) };
+  app.decorateRequest('auth', null);
+  await app.register(healthRoutes, { deps: full });
+  await app.register(
+    async (api) => {
+      await api.register(usersRoutes, { deps: full });
+      await api.register(chatsRoutes, { deps: full });
+      await api.register(messagesRoutes, { deps: full });
+    },
+    { prefix: '/api' },
+  );
+  return app;
+}
+
+/** preHandler for routes that need a signed-in user: `Authorization: Bearer <token>`. */
+export function requireAuth(accounts: Accounts) {
+  return async (req: FastifyRequest) => {
+    const header = req.headers.authorization;
+    const match = header === undefined ? null : /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header);
+    if (!match) throw unauthorized(header === undefined ? 'missing Authorization: Bearer <token>' : 'malformed Authorization header');
+    req.auth = await accounts.authenticate(match[1]!);
+  };
+}
+
+/** The signed-in caller, for handlers behind requireAuth. */
+export function caller(req: FastifyRequest): Authenticated {
+  if (!req.auth) throw unauthorized();
+  return req.auth;
+}
+
+function sendError(reply: FastifyReply, code: ErrorCode, message: string, status?: number) {
+  return reply.code(status ?? errorStatus[code]).send({ error: { code, message } });
+}
+
+/** Maps every failure to the one error shape. Only a fault of ours answers 5xx. */
+function errorHandler(this: FastifyInstance, err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
+  if (isAppError(err)) return sendError(reply, err.code, err.message);
+  if (err.validation) return sendError(reply, 'invalid_input', err.message);
+  const status = err.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    const code: ErrorCode =
+      status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : status === 429 ? 'rate_limited' : 'invalid_input';
+    return sendError(reply, code, err.message, code === 'invalid_input' ? 400 : status);
+  }
+  req.log.error({ err }, 'request failed');
+  return sendError(reply, 'internal_error', 'internal error', 500);
+}

@@ -1,0 +1,19 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { type ApiDeps, caller, requireAuth } from '../app.js';
+import { Id, MessageQuery, errors } from '../schemas.js';
+
+/** Message history: the stored log of a chat, for members, by seq. */
+export const messagesRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (app, { deps }) => {
+  app.get('/messages/:chatId', {
+    preHandler: requireAuth(deps.accounts),
+    schema: {
+      tags: ['messages'],
+      security: [{ bearer: [] }],
+      summary: 'History ascending by seq. No after: the latest page. after=<lastSeq>: catch up from there.',
+      params: Type.Object({ chatId: Id }),
+      querystring: MessageQuery,
+      response: { 200: Type.Object({ messages: Type.Array(Type.Ref('Envelope')), hasMore: Type.Boolean() }), ...errors(400, 401, 403, 404) },
+    },
+  }, async (req) => deps.chats.history(caller(req).user.id, req.params.chatId, req.query));
+};

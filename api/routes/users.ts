@@ -1,0 +1,75 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { PASSWORD_MAX } from '../../core/rules.js';
+import { type ApiDeps, caller, requireAuth } from '../app.js';
+import { DisplayName, Password, SearchQuery, UserPage, Username, errors } from '../schemas.js';
+
+const UserReply = Type.Object({ user: Type.Ref('User') });
+const UsersReply = Type.Object({ users: Type.Array(Type.Ref('User')), hasMore: Type.Boolean() });
+
+/** Accounts: register, login/logout, who am I, who is online, search. */
+export const usersRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (app, { deps }) => {
+  const { accounts, presenter, presence, store } = deps;
+  const auth = { preHandler: requireAuth(accounts), schema: { security: [{ bearer: [] }] } };
+  const tags = ['users'];
+
+  app.post('/users', {
+    schema: {
+      tags, summary: 'Register an account',
+      body: Type.Object({ username: Username, password: Password, displayName: Type.Optional(DisplayName) }, { additionalProperties: false }),
+      response: { 201: UserReply, ...errors(400, 409) },
+    },
+  }, async (req, reply) => {
+    const user = await accounts.register(req.body);
+    return reply.code(201).send({ user: await presenter.user(user) });
+  });
+
+  app.post('/users/login', {
+    schema: {
+      tags, summary: 'Log in: returns a token for REST (Bearer) and MQTT (password)',
+      body: Type.Object(
+        { username: Type.String({ minLength: 1, maxLength: 64 }), password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX * 4 }) },
+        { additionalProperties: false },
+      ),
+      response: { 200: Type.Object({ token: Type.String(), expiresAt: Type.String({ format: 'date-time' }), user: Type.Ref('User') }), ...errors(400, 401) },
+    },
+  }, async (req) => {
+    const { token, expiresAt, user } = await accounts.login(req.body.username, req.body.password);
+    return { token, expiresAt: new Date(expiresAt).toISOString(), user: await presenter.user(user) };
+  });
+
+  app.post('/users/logout', {
+    ...auth,
+    schema: { ...auth.schema, tags, summary: 'Revoke this token at once (REST and MQTT)', response: { 204: Type.Null(), ...errors(401) } },
+  }, async (req, reply) => {
+    await accounts.logout(caller(req).session.id);
+    return reply.code(204).send(null);
+  });
+
+  app.get('/users', {
+    ...auth,
+    schema: { ...auth.schema, tags, summary: 'Users online now, by username', querystring: UserPage, response: { 200: UsersReply, ...errors(400, 401) } },
+  }, async (req) => {
+    const { after, limit } = req.query;
+    const online = await store.getUsers(await presence.listOnline());
+    const sorted = online.filter((u) => after === undefined || u.username > after).sort((a, b) => (a.username < b.username ? -1 : 1));
+    return { users: await presenter.users(sorted.slice(0, limit)), hasMore: sorted.length > limit };
+  });
+
+  app.get('/users/me', {
+    ...auth,
+    schema: { ...auth.schema, tags, summary: 'The signed-in user', response: { 200: UserReply, ...errors(401) } },
+  }, async (req) => ({ user: await presenter.user(caller(req).user) }));
+
+  app.get('/users/search', {
+    ...auth,
+    schema: {
+      ...auth.schema, tags, summary: 'Find users whose username or display name contains q (literal, case-insensitive)',
+      querystring: SearchQuery, response: { 200: UsersReply, ...errors(400, 401) },
+    },
+  }, async (req) => {
+    const { q, after, limit } = req.query;
+    const page = await store.searchUsers(q, { after, limit });
+    return { users: await presenter.users(page.items), hasMore: page.hasMore };
+  });
+};

@@ -1,0 +1,64 @@
+import { invalidInput, unauthorized } from './errors.js';
+import { newId } from './ids.js';
+import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
+import { DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, cleanName } from './rules.js';
+import type { SessionRecord, Store, UserRecord } from './store/store.js';
+import { issueToken, verifyToken } from './tokens.js';
+
+export interface Authenticated {
+  user: UserRecord;
+  session: SessionRecord;
+}
+
+/** Accounts and login sessions: the one place tokens are issued, checked and revoked. */
+export class Accounts {
+  constructor(
+    private readonly store: Store,
+    private readonly secret: string,
+    private readonly tokenTtlSeconds: number,
+  ) {}
+
+  /** Usernames are case-insensitive: stored and compared lower-cased. */
+  async register(input: { username: string; password: string; displayName?: string | undefined }): Promise<UserRecord> {
+    const username = input.username.toLowerCase();
+    const displayName = cleanName(input.displayName ?? username, DISPLAY_NAME_MAX);
+    if (displayName === null) {
+      throw invalidInput(`displayName must be 1-${DISPLAY_NAME_MAX} characters, not only spaces, without control characters`);
+    }
+    const pwLength = [...input.password].length;
+    if (pwLength < PASSWORD_MIN || pwLength > PASSWORD_MAX) {
+      throw invalidInput(`password must be ${PASSWORD_MIN}-${PASSWORD_MAX} characters`);
+    }
+    const passwordHash = await hashPassword(input.password);
+    return this.store.createUser({ id: newId(), username, displayName, passwordHash, createdAt: Date.now() });
+  }
+
+  /** Same answer, and about the same time, for an unknown user and a wrong password. */
+  async login(username: string, password: string): Promise<{ token: string; expiresAt: number; user: UserRecord }> {
+    const user = await this.store.getUserByUsername(username.toLowerCase());
+    const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyHash));
+    if (!user || !ok) throw unauthorized('wrong username or password');
+    const now = Date.now();
+    const iat = Math.floor(now / 1000);
+    const exp = iat + this.tokenTtlSeconds;
+    const session: SessionRecord = { id: newId(now), userId: user.id, createdAt: now, expiresAt: exp * 1000, revokedAt: null };
+    await this.store.createSession(session);
+    return { token: issueToken(this.secret, { sub: user.id, sid: session.id, iat, exp }), expiresAt: session.expiresAt, user };
+  }
+
+  /** Checks signature, expiry and revocation; the answer names which one failed. */
+  async authenticate(token: string): Promise<Authenticated> {
+    const check = verifyToken(this.secret, token);
+    if (!check.ok) throw unauthorized(check.reason === 'expired' ? 'token expired' : 'invalid token');
+    const session = await this.store.getSession(check.claims.sid);
+    if (!session || session.userId !== check.claims.sub) throw unauthorized('invalid token');
+    if (session.revokedAt !== null) throw unauthorized('token revoked (logged out)');
+    const user = await this.store.getUser(session.userId);
+    if (!user) throw unauthorized('invalid token');
+    return { user, session };
+  }
+
+  async logout(sessionId: string): Promise<void> {
+    await this.store.revokeSession(sessionId, Date.now());
+  }
+}

@@ -1,0 +1,95 @@
+import { forbidden, groupFull, invalidInput, notFound, notMember } from './errors.js';
+import { newId } from './ids.js';
+import { CHAT_NAME_MAX, MAX_GROUP_MEMBERS, cleanName } from './rules.js';
+import type { ChatRecord, ChatType, MessageRange, Page, PageOf, Store, Visibility } from './store/store.js';
+import type { Envelope } from './envelope.js';
+
+/**
+ * Chat rules: who may create, see, join and leave what. Every method takes the caller's id
+ * and checks permission before touching the store; store methods are atomic, so a refused
+ * request leaves nothing behind.
+ */
+export class Chats {
+  constructor(private readonly store: Store) {}
+
+  /** One direct chat per pair: returns the existing one when there is one. */
+  async openDirect(callerId: string, otherId: string): Promise<{ chat: ChatRecord; created: boolean }> {
+    if (otherId === callerId) throw invalidInput('a direct chat needs another user');
+    await this.requireUsers([otherId]);
+    return this.store.createDirectChat({ id: newId(), userIds: [callerId, otherId], createdAt: Date.now() });
+  }
+
+  async createGroup(callerId: string, input: { name: string; memberIds: readonly string[]; visibility?: Visibility | undefined }): Promise<ChatRecord> {
+    const name = cleanName(input.name, CHAT_NAME_MAX);
+    if (name === null) throw invalidInput(`name must be 1-${CHAT_NAME_MAX} characters, not only spaces, without control characters`);
+    const memberIds = [...new Set([callerId, ...input.memberIds])];
+    if (memberIds.length > MAX_GROUP_MEMBERS) throw groupFull(MAX_GROUP_MEMBERS);
+    await this.requireUsers(memberIds);
+    return this.store.createGroupChat({
+      id: newId(), name, visibility: input.visibility ?? 'private', ownerId: callerId, memberIds, createdAt: Date.now(),
+    });
+  }
+
+  /** Members see any chat; everyone sees public groups. */
+  async getByNumber(callerId: string, number: number): Promise<ChatRecord> {
+    const chat = await this.store.getChatByNumber(number);
+    if (!chat) throw notFound(`no chat number ${number}`);
+    if (!isPublic(chat) && !chat.memberIds.includes(callerId)) throw notMember();
+    return chat;
+  }
+
+  /** A user's own direct or group chats; nobody may list another user's. */
+  async listOf(callerId: string, userId: string, type: ChatType, page: Page<number>): Promise<PageOf<ChatRecord>> {
+    if (userId !== callerId) throw forbidden('you can only list your own chats');
+    return this.store.listChatsOfMember(callerId, type, page);
+  }
+
+  listPublic(page: Page<number>): Promise<PageOf<ChatRecord>> {
+    return this.store.listPublicGroups(page);
+  }
+
+  /** The owner adds anyone; anyone may add only itself, and only to a public group. */
+  async addMembers(callerId: string, number: number, userIds: readonly string[]): Promise<{ chat: ChatRecord; added: string[] }> {
+    const chat = await this.getByNumber(callerId, number);
+    if (chat.type === 'direct') throw forbidden('direct chats have fixed members');
+    const joiningSelf = userIds.length > 0 && userIds.every((id) => id === callerId);
+    if (chat.ownerId !== callerId && !joiningSelf) throw forbidden('only the owner can add other members');
+    if (chat.ownerId !== callerId && !isPublic(chat) && !chat.memberIds.includes(callerId)) {
+      throw forbidden('this group is private: its owner must add you');
+    }
+    await this.requireUsers(userIds);
+    return this.store.addMembers(chat.id, userIds, MAX_GROUP_MEMBERS, Date.now());
+  }
+
+  /** A member leaves, or the owner removes a member. */
+  async removeMember(callerId: string, number: number, userId: string): Promise<{ chat: ChatRecord; selfLeft: boolean }> {
+    const chat = await this.getByNumber(callerId, number);
+    if (chat.type === 'direct') throw forbidden('direct chats have fixed members');
+    const selfLeft = userId === callerId;
+    if (!selfLeft && chat.ownerId !== callerId) throw forbidden('only the owner can remove other members');
+    if (!chat.memberIds.includes(userId)) throw notFound('that user is not a member of this chat');
+    const result = await this.store.removeMember(chat.id, userId);
+    if (!result) throw notFound(`no chat number ${number}`);
+    return { chat: result.chat, selfLeft };
+  }
+
+  /** History is for current members only. */
+  async history(callerId: string, chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }> {
+    const chat = await this.store.getChat(chatId);
+    if (!chat) throw notFound('chat not found');
+    if (!chat.memberIds.includes(callerId)) throw notMember();
+    if (range.after !== undefined && range.before !== undefined && range.after >= range.before) {
+      throw invalidInput('after must be smaller than before');
+    }
+    return this.store.listMessages(chatId, range);
+  }
+
+  private async requireUsers(ids: readonly string[]): Promise<void> {
+    const unique = [...new Set(ids)];
+    const found = new Set((await this.store.getUsers(unique)).map((u) => u.id));
+    const missing = unique.filter((id) => !found.has(id));
+    if (missing.length > 0) throw notFound(`unknown user id${missing.length > 1 ? 's' : ''}: ${missing.slice(0, 5).join(', ')}`);
+  }
+}
+
+const isPublic = (chat: ChatRecord) => chat.type === 'group' && chat.visibility === 'public';

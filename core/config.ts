@@ -1,0 +1,134 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+/** Everything the process reads from its environment, validated once at start. */
+export interface Config {
+  host: string;
+  /** HTTP + WebSocket port; 0 picks a free port (the chosen one is logged). */
+  port: number;
+  /** MQTT over TCP port; 0 picks a free port. */
+  mqttPort: number;
+  dataDir: string;
+  redisUrl: string | undefined;
+  amqpUrl: string | undefined;
+  mongoUrl: string | undefined;
+  jwtSecret: string;
+  /** Lifetime of a login token, in seconds. */
+  tokenTtl: number;
+  logLevel: LogLevel;
+  tls: { cert: Buffer; key: Buffer } | undefined;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Reads and checks the environment. All problems are reported together, each naming the
+ * variable to change. Creates DATA_DIR, and on first start a JWT secret kept in it.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const problems: string[] = [];
+  const str = (name: string) => {
+    const v = env[name]?.trim();
+    return v === '' ? undefined : v;
+  };
+
+  const port = (name: string, fallback: number) => {
+    const raw = str(name);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || n > 65535) {
+      problems.push(`${name} must be a port number from 0 to 65535 (0 picks a free port), got "${raw}"`);
+      return fallback;
+    }
+    return n;
+  };
+
+  const url = (name: string, protocols: string[]) => {
+    const raw = str(name);
+    if (raw === undefined) return undefined;
+    try {
+      const u = new URL(raw);
+      if (!protocols.includes(u.protocol)) {
+        problems.push(`${name} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, got "${u.protocol}//..."`);
+      }
+    } catch {
+      problems.push(`${name} is not a valid URL`);
+    }
+    return raw;
+  };
+
+  const logLevel = (str('LOG_LEVEL') ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+
+  const ttlRaw = str('TOKEN_TTL');
+  let tokenTtl = 7 * 24 * 3600;
+  if (ttlRaw !== undefined) {
+    if (!/^\d+$/.test(ttlRaw) || Number(ttlRaw) < 60 || Number(ttlRaw) > 365 * 24 * 3600) {
+      problems.push(`TOKEN_TTL must be a number of seconds from 60 to 31536000, got "${ttlRaw}"`);
+    } else tokenTtl = Number(ttlRaw);
+  }
+
+  let tls: Config['tls'];
+  const certPath = str('TLS_CERT');
+  const keyPath = str('TLS_KEY');
+  if ((certPath === undefined) !== (keyPath === undefined)) {
+    problems.push('TLS_CERT and TLS_KEY must be set together (paths to PEM files)');
+  } else if (certPath !== undefined && keyPath !== undefined) {
+    try {
+      tls = { cert: readFileSync(certPath), key: readFileSync(keyPath) };
+    } catch (err) {
+      problems.push(`cannot read TLS_CERT/TLS_KEY: ${(err as Error).message}`);
+    }
+  }
+
+  const jwtFromEnv = str('JWT_SECRET');
+  if (jwtFromEnv !== undefined && jwtFromEnv.length < 32) problems.push('JWT_SECRET must be at least 32 characters long');
+
+  const cfg = {
+    host: str('HOST') ?? '0.0.0.0',
+    port: port('PORT', 3000),
+    mqttPort: port('MQTT_PORT', 1883),
+    dataDir: resolve(str('DATA_DIR') ?? './data'),
+    redisUrl: url('REDIS_URL', ['redis:', 'rediss:']),
+    amqpUrl: url('AMQP_URL', ['amqp:', 'amqps:']),
+    mongoUrl: url('MONGO_URL', ['mongodb:', 'mongodb+srv:']),
+    tokenTtl,
+    logLevel,
+    tls,
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  let jwtSecret = jwtFromEnv;
+  if (jwtSecret === undefined) {
+    try {
+      jwtSecret = embeddedSecret(cfg.dataDir);
+    } catch (err) {
+      throw new ConfigError([`cannot create or read the JWT secret in DATA_DIR (${cfg.dataDir}): ${(err as Error).message}; set DATA_DIR or JWT_SECRET`]);
+    }
+  }
+  return { ...cfg, jwtSecret };
+}
+
+/** The embedded deployment generates its signing secret once and keeps it beside the data. */
+function embeddedSecret(dataDir: string): string {
+  mkdirSync(dataDir, { recursive: true });
+  const file = join(dataDir, 'jwt-secret');
+  if (!existsSync(file)) {
+    try {
+      // 'wx' fails if another process created it first; then we read theirs.
+      writeFileSync(file, randomBytes(48).toString('base64url'), { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  return readFileSync(file, 'utf8').trim();
+}

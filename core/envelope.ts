@@ -1,0 +1,32 @@
+/**
+ * What subscribers of `chats/{chatId}/messages` receive, and what history returns: the same
+ * JSON, so a client treats live and fetched messages alike. Built by the server only.
+ */
+export interface MessageEnvelope {
+  type: 'message';
+  id: string;
+  chatId: string;
+  seq: number;
+  senderId: string;
+  senderName: string;
+  text: string;
+  clientMsgId: string | null;
+  createdAt: string;
+}
+
+export type SystemEvent = 'chat.created' | 'member.joined' | 'member.left' | 'member.removed';
+
+export interface SystemEnvelope {
+  type: 'system';
+  id: string;
+  chatId: string;
+  seq: number;
+  event: SystemEvent;
+  /** The member the event is about (the creator for chat.created). */
+  userId: string;
+  /** Who caused it, when not the member itself (the owner for member.removed). */
+  actorId?: string;
+  createdAt: string;
+}
+
+export type Envelope = MessageEnvelope | SystemEnvelope;

@@ -1,0 +1,42 @@
+/**
+ * The one error catalogue, shared by REST answers and (later) MQTT rejections.
+ * Every error a client can see has a stable snake_case code; the HTTP status belongs to the code.
+ */
+export const errorStatus = {
+  invalid_input: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_member: 403,
+  not_found: 404,
+  username_taken: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  group_full: 422,
+  rate_limited: 429,
+  internal_error: 500,
+  unavailable: 503,
+} as const;
+
+export type ErrorCode = keyof typeof errorStatus;
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly statusCode: number;
+
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'AppError';
+    this.code = code;
+    this.statusCode = errorStatus[code];
+  }
+}
+
+export const invalidInput = (message: string) => new AppError('invalid_input', message);
+export const unauthorized = (message = 'missing or invalid token') => new AppError('unauthorized', message);
+export const forbidden = (message: string) => new AppError('forbidden', message);
+export const notFound = (message: string) => new AppError('not_found', message);
+export const notMember = (message = 'you are not a member of this chat') => new AppError('not_member', message);
+export const groupFull = (max: number) => new AppError('group_full', `a group has at most ${max} members`);
+export const usernameTaken = () => new AppError('username_taken', 'this username is taken');
+
+export const isAppError = (err: unknown): err is AppError => err instanceof AppError;

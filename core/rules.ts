@@ -1,0 +1,20 @@
+/** Domain limits from the public contract, in one place for REST schemas, MQTT and docs. */
+export const MAX_GROUP_MEMBERS = 100;
+export const USERNAME_PATTERN = '^[A-Za-z0-9_.-]{3,32}$';
+export const PASSWORD_MIN = 8;
+export const PASSWORD_MAX = 128;
+export const DISPLAY_NAME_MAX = 64;
+export const CHAT_NAME_MAX = 100;
+export const SEARCH_QUERY_MAX = 64;
+export const PAGE_MAX = 100;
+export const PAGE_DEFAULT = 50;
+
+/** Control characters (C0, DEL, C1) are refused in names; they break terminals and logs. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
+
+/** A display or chat name: trimmed, not empty, no control characters, at most `max` code points. */
+export function cleanName(raw: string, max: number): string | null {
+  const name = raw.trim();
+  if (name.length === 0 || CONTROL.test(name) || [...name].length > max) return null;
+  return name;
+}

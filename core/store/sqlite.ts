@@ -1,0 +1,333 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { groupFull, notFound, usernameTaken } from '../errors.js';
+import type { Envelope } from '../envelope.js';
+import type {
+  ChatRecord, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
+  SessionRecord, Store, UserRecord,
+} from './store.js';
+
+/**
+ * Schema migrations, applied in order; PRAGMA user_version records how many ran. Never edit a
+ * released step: append a new one.
+ */
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE users (
+    id              TEXT PRIMARY KEY,
+    username        TEXT NOT NULL UNIQUE,
+    display_name    TEXT NOT NULL,
+    search_name     TEXT NOT NULL,          -- lower-cased display name, for search
+    password_hash   TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    last_seen_at    INTEGER
+  );
+  CREATE TABLE sessions (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users(id),
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+  );
+  CREATE INDEX sessions_expiry ON sessions(expires_at);
+  CREATE TABLE chats (
+    id          TEXT PRIMARY KEY,
+    number      INTEGER NOT NULL UNIQUE,
+    type        TEXT NOT NULL CHECK (type IN ('direct', 'group')),
+    name        TEXT,
+    visibility  TEXT NOT NULL CHECK (visibility IN ('public', 'private')),
+    owner_id    TEXT REFERENCES users(id),
+    direct_key  TEXT UNIQUE,                -- '<smaller id>:<larger id>' for direct chats
+    last_seq    INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+  );
+  CREATE INDEX chats_public ON chats(number) WHERE type = 'group' AND visibility = 'public';
+  CREATE TABLE members (                    -- rowid order = join order
+    chat_id     TEXT NOT NULL REFERENCES chats(id),
+    user_id     TEXT NOT NULL REFERENCES users(id),
+    joined_at   INTEGER NOT NULL,
+    UNIQUE (chat_id, user_id)
+  );
+  CREATE INDEX members_user ON members(user_id, chat_id);
+  CREATE TABLE messages (
+    chat_id        TEXT NOT NULL REFERENCES chats(id),
+    seq            INTEGER NOT NULL,
+    id             TEXT NOT NULL UNIQUE,
+    type           TEXT NOT NULL,
+    sender_id      TEXT,
+    client_msg_id  TEXT,
+    created_at     INTEGER NOT NULL,
+    envelope       TEXT NOT NULL,           -- the JSON exactly as delivered
+    PRIMARY KEY (chat_id, seq)
+  ) WITHOUT ROWID;
+  `,
+];
+
+interface UserRow { id: string; username: string; display_name: string; password_hash: string; created_at: number; last_seen_at: number | null }
+interface ChatRow { id: string; number: number; type: ChatType; name: string | null; visibility: 'public' | 'private'; owner_id: string | null; last_seq: number; created_at: number }
+interface SessionRow { id: string; user_id: string; created_at: number; expires_at: number; revoked_at: number | null }
+
+const toUser = (r: UserRow): UserRecord => ({
+  id: r.id, username: r.username, displayName: r.display_name, passwordHash: r.password_hash,
+  createdAt: r.created_at, lastSeenAt: r.last_seen_at,
+});
+
+/**
+ * SQLite store (better-sqlite3). WAL mode lets readers run beside one writer; every write
+ * that reads-then-writes (numbering, direct-chat lookup, member cap) runs in a BEGIN IMMEDIATE
+ * transaction, which takes the write lock up front, so several processes sharing the file
+ * serialise on it (waiting up to busy_timeout) instead of racing.
+ */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly s;
+
+  constructor(file: string) {
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('busy_timeout = 10000');
+    this.db.pragma('journal_mode = WAL');
+    // FULL: a committed transaction survives power loss, not only a process crash.
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.migrate();
+    const db = this.db;
+    this.s = {
+      insertUser: db.prepare('INSERT INTO users (id, username, display_name, search_name, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
+      userById: db.prepare<[string], UserRow>('SELECT * FROM users WHERE id = ?'),
+      userByName: db.prepare<[string], UserRow>('SELECT * FROM users WHERE username = ?'),
+      // instr() compares literal text: no LIKE wildcards or escapes to get wrong.
+      searchUsers: db.prepare<[{ q: string; after: string; limit: number }], UserRow>(
+        `SELECT * FROM users WHERE (instr(username, @q) > 0 OR instr(search_name, @q) > 0) AND username > @after
+         ORDER BY username LIMIT @limit`,
+      ),
+      usersByIds: db.prepare<[string], UserRow>('SELECT * FROM users WHERE id IN (SELECT value FROM json_each(?))'),
+      setLastSeen: db.prepare('UPDATE users SET last_seen_at = ? WHERE id = ?'),
+      insertSession: db.prepare('INSERT INTO sessions (id, user_id, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?)'),
+      sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
+      revokeSession: db.prepare('UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+      deleteExpired: db.prepare('DELETE FROM sessions WHERE expires_at < ?'),
+      nextNumber: db.prepare<[], { n: number }>('SELECT COALESCE(MAX(number), 0) + 1 AS n FROM chats'),
+      insertChat: db.prepare(
+        'INSERT INTO chats (id, number, type, name, visibility, owner_id, direct_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      chatById: db.prepare<[string], ChatRow>('SELECT * FROM chats WHERE id = ?'),
+      chatByNumber: db.prepare<[number], ChatRow>('SELECT * FROM chats WHERE number = ?'),
+      chatByDirectKey: db.prepare<[string], ChatRow>('SELECT * FROM chats WHERE direct_key = ?'),
+      chatsOfMember: db.prepare<[string, ChatType, number, number], ChatRow>(
+        `SELECT c.* FROM members m JOIN chats c ON c.id = m.chat_id
+         WHERE m.user_id = ? AND c.type = ? AND c.number > ? ORDER BY c.number LIMIT ?`,
+      ),
+      publicGroups: db.prepare<[number, number], ChatRow>(
+        `SELECT * FROM chats WHERE type = 'group' AND visibility = 'public' AND number > ? ORDER BY number LIMIT ?`,
+      ),
+      insertMember: db.prepare('INSERT OR IGNORE INTO members (chat_id, user_id, joined_at) VALUES (?, ?, ?)'),
+      deleteMember: db.prepare('DELETE FROM members WHERE chat_id = ? AND user_id = ?'),
+      memberIds: db.prepare<[string], { user_id: string }>('SELECT user_id FROM members WHERE chat_id = ? ORDER BY rowid'),
+      memberCount: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM members WHERE chat_id = ?'),
+      setOwner: db.prepare('UPDATE chats SET owner_id = ? WHERE id = ?'),
+      insertMessage: db.prepare(
+        'INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      raiseLastSeq: db.prepare('UPDATE chats SET last_seq = MAX(last_seq, ?) WHERE id = ?'),
+      messagesAfter: db.prepare<[string, number, number, number], { envelope: string }>(
+        'SELECT envelope FROM messages WHERE chat_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?',
+      ),
+      messagesBefore: db.prepare<[string, number, number], { envelope: string }>(
+        'SELECT envelope FROM messages WHERE chat_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
+      ),
+      maxSeq: db.prepare<[string], { n: number }>('SELECT COALESCE(MAX(seq), 0) AS n FROM messages WHERE chat_id = ?'),
+    };
+  }
+
+  private migrate(): void {
+    // Immediate: two processes starting together do not both migrate.
+    this.db.transaction(() => {
+      const version = this.db.pragma('user_version', { simple: true }) as number;
+      for (let v = version; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]!);
+      if (version < MIGRATIONS.length) this.db.pragma(`user_version = ${MIGRATIONS.length}`);
+    }).immediate();
+  }
+
+  async ping(): Promise<void> {
+    this.db.prepare('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
+  // ---- users
+
+  async createUser(u: NewUser): Promise<UserRecord> {
+    try {
+      this.s.insertUser.run(u.id, u.username, u.displayName, u.displayName.toLowerCase(), u.passwordHash, u.createdAt);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw usernameTaken();
+      throw err;
+    }
+    return { ...u, lastSeenAt: null };
+  }
+
+  async getUser(id: string): Promise<UserRecord | null> {
+    const r = this.s.userById.get(id);
+    return r ? toUser(r) : null;
+  }
+
+  async getUserByUsername(username: string): Promise<UserRecord | null> {
+    const r = this.s.userByName.get(username);
+    return r ? toUser(r) : null;
+  }
+
+  async getUsers(ids: readonly string[]): Promise<UserRecord[]> {
+    if (ids.length === 0) return [];
+    return this.s.usersByIds.all(JSON.stringify(ids)).map(toUser);
+  }
+
+  async searchUsers(query: string, page: Page<string>): Promise<PageOf<UserRecord>> {
+    const rows = this.s.searchUsers.all({ q: query.toLowerCase(), after: page.after ?? '', limit: page.limit + 1 });
+    return pageOf(rows.map(toUser), page.limit);
+  }
+
+  async setLastSeen(userId: string, at: number): Promise<void> {
+    this.s.setLastSeen.run(at, userId);
+  }
+
+  // ---- sessions
+
+  async createSession(s: SessionRecord): Promise<void> {
+    this.s.insertSession.run(s.id, s.userId, s.createdAt, s.expiresAt, s.revokedAt);
+  }
+
+  async getSession(id: string): Promise<SessionRecord | null> {
+    const r = this.s.sessionById.get(id);
+    return r ? { id: r.id, userId: r.user_id, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at } : null;
+  }
+
+  async revokeSession(id: string, at: number): Promise<boolean> {
+    return this.s.revokeSession.run(at, id).changes === 1;
+  }
+
+  async deleteExpiredSessions(now: number): Promise<number> {
+    return this.s.deleteExpired.run(now).changes;
+  }
+
+  // ---- chats
+
+  async createDirectChat(c: NewDirectChat): Promise<{ chat: ChatRecord; created: boolean }> {
+    const [a, b] = [...c.userIds].sort() as [string, string];
+    const key = `${a}:${b}`;
+    return this.db.transaction(() => {
+      const existing = this.s.chatByDirectKey.get(key);
+      if (existing) return { chat: this.withMembers(existing), created: false };
+      const number = this.s.nextNumber.get()!.n;
+      this.s.insertChat.run(c.id, number, 'direct', null, 'private', null, key, c.createdAt);
+      for (const u of c.userIds) this.s.insertMember.run(c.id, u, c.createdAt);
+      return { chat: this.withMembers(this.s.chatById.get(c.id)!), created: true };
+    }).immediate();
+  }
+
+  async createGroupChat(c: NewGroupChat): Promise<ChatRecord> {
+    return this.db.transaction(() => {
+      const number = this.s.nextNumber.get()!.n;
+      this.s.insertChat.run(c.id, number, 'group', c.name, c.visibility, c.ownerId, null, c.createdAt);
+      for (const u of c.memberIds) this.s.insertMember.run(c.id, u, c.createdAt);
+      return this.withMembers(this.s.chatById.get(c.id)!);
+    }).immediate();
+  }
+
+  async getChat(id: string): Promise<ChatRecord | null> {
+    const r = this.s.chatById.get(id);
+    return r ? this.withMembers(r) : null;
+  }
+
+  async getChatByNumber(number: number): Promise<ChatRecord | null> {
+    const r = this.s.chatByNumber.get(number);
+    return r ? this.withMembers(r) : null;
+  }
+
+  async listChatsOfMember(userId: string, type: ChatType, page: Page<number>): Promise<PageOf<ChatRecord>> {
+    const rows = this.s.chatsOfMember.all(userId, type, page.after ?? 0, page.limit + 1);
+    return pageOf(rows, page.limit, (r) => this.withMembers(r));
+  }
+
+  async listPublicGroups(page: Page<number>): Promise<PageOf<ChatRecord>> {
+    const rows = this.s.publicGroups.all(page.after ?? 0, page.limit + 1);
+    return pageOf(rows, page.limit, (r) => this.withMembers(r));
+  }
+
+  async addMembers(chatId: string, userIds: readonly string[], maxMembers: number, at: number) {
+    return this.db.transaction(() => {
+      const row = this.s.chatById.get(chatId);
+      if (!row) throw notFound('chat not found');
+      const current = new Set(this.s.memberIds.all(chatId).map((m) => m.user_id));
+      const added = [...new Set(userIds)].filter((u) => !current.has(u));
+      if (current.size + added.length > maxMembers) throw groupFull(maxMembers);
+      for (const u of added) this.s.insertMember.run(chatId, u, at);
+      return { chat: this.withMembers(row), added };
+    }).immediate();
+  }
+
+  async removeMember(chatId: string, userId: string) {
+    return this.db.transaction(() => {
+      const row = this.s.chatById.get(chatId);
+      if (!row) return null;
+      const removed = this.s.deleteMember.run(chatId, userId).changes === 1;
+      if (removed && row.owner_id === userId) {
+        const heir = this.s.memberIds.get(chatId)?.user_id ?? null;
+        this.s.setOwner.run(heir, chatId);
+      }
+      return { chat: this.withMembers(this.s.chatById.get(chatId)!), removed };
+    }).immediate();
+  }
+
+  private withMembers(r: ChatRow): ChatRecord {
+    return {
+      id: r.id, number: r.number, type: r.type, name: r.name, visibility: r.visibility, ownerId: r.owner_id,
+      memberIds: this.s.memberIds.all(r.id).map((m) => m.user_id), lastSeq: r.last_seq, createdAt: r.created_at,
+    };
+  }
+
+  // ---- message log
+
+  async appendMessages(envelopes: readonly Envelope[]): Promise<number> {
+    if (envelopes.length === 0) return 0;
+    return this.db.transaction(() => {
+      let inserted = 0;
+      const top = new Map<string, number>();
+      for (const e of envelopes) {
+        const senderId = e.type === 'message' ? e.senderId : null;
+        const clientMsgId = e.type === 'message' ? e.clientMsgId : null;
+        inserted += this.s.insertMessage.run(
+          e.chatId, e.seq, e.id, e.type, senderId, clientMsgId, Date.parse(e.createdAt), JSON.stringify(e),
+        ).changes;
+        top.set(e.chatId, Math.max(top.get(e.chatId) ?? 0, e.seq));
+      }
+      for (const [chatId, seq] of top) this.s.raiseLastSeq.run(seq, chatId);
+      return inserted;
+    }).immediate();
+  }
+
+  async listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }> {
+    const before = range.before ?? Number.MAX_SAFE_INTEGER;
+    if (range.after !== undefined) {
+      const rows = this.s.messagesAfter.all(chatId, range.after, before, range.limit + 1);
+      const page = pageOf(rows, range.limit);
+      return { messages: page.items.map((r) => JSON.parse(r.envelope) as Envelope), hasMore: page.hasMore };
+    }
+    const rows = this.s.messagesBefore.all(chatId, before, range.limit + 1);
+    const page = pageOf(rows, range.limit);
+    return { messages: page.items.reverse().map((r) => JSON.parse(r.envelope) as Envelope), hasMore: page.hasMore };
+  }
+
+  async maxSeq(chatId: string): Promise<number> {
+    return this.s.maxSeq.get(chatId)!.n;
+  }
+}
+
+/** Rows were fetched with limit + 1: the extra one only tells that another page exists. */
+function pageOf<R, T = R>(rows: R[], limit: number, map: (r: R) => T = (r) => r as unknown as T): PageOf<T> {
+  const hasMore = rows.length > limit;
+  return { items: rows.slice(0, limit).map(map), hasMore };
+}

@@ -1,0 +1,149 @@
+import type { Envelope } from '../envelope.js';
+
+/**
+ * The store seam: accounts, sessions, chats, members and the message log.
+ *
+ * Implementations: `sqlite.ts` (embedded default, one file shared safely by several processes
+ * on one machine) and, later, MongoDB. Every implementation passes the contract suite in
+ * `test/contracts/store.contract.ts`; the guarantees below are what that suite checks.
+ *
+ * General rules
+ * - Times are milliseconds since the epoch. Ids are supplied by the caller (core/ids.ts).
+ * - Methods that can fail on a business rule throw an AppError (core/errors.ts) with the code
+ *   named on the method, and leave no partial state: each mutating method is atomic.
+ * - Pages are keyset pages: `after` is the sort key of the last item already seen, `limit` the
+ *   page size; `hasMore` says whether another page exists.
+ */
+export interface Store {
+  /** Cheap round trip proving the store answers (for /readyz). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  // ---- users -----------------------------------------------------------------------------
+  /** `username` is stored as given and must already be lower-cased by the caller; it is
+   * unique. Throws `username_taken` when it exists. */
+  createUser(user: NewUser): Promise<UserRecord>;
+  getUser(id: string): Promise<UserRecord | null>;
+  getUserByUsername(username: string): Promise<UserRecord | null>;
+  /** The users among `ids` that exist, in any order; unknown ids are skipped. */
+  getUsers(ids: readonly string[]): Promise<UserRecord[]>;
+  /** Users whose username or display name contains `query` as literal text, compared after
+   * Unicode lower-casing (no pattern syntax of any kind). Sorted by username; `after` is a
+   * username. */
+  searchUsers(query: string, page: Page<string>): Promise<PageOf<UserRecord>>;
+  setLastSeen(userId: string, at: number): Promise<void>;
+
+  // ---- sessions (one per login; revoked on logout) ----------------------------------------
+  createSession(session: SessionRecord): Promise<void>;
+  getSession(id: string): Promise<SessionRecord | null>;
+  /** Marks the session revoked. Returns false when it does not exist or was already revoked. */
+  revokeSession(id: string, at: number): Promise<boolean>;
+  /** Forgets sessions that expired before `now`; returns how many. */
+  deleteExpiredSessions(now: number): Promise<number>;
+
+  // ---- chats -----------------------------------------------------------------------------
+  /** Returns the one direct chat of the pair {a, b}, creating it with `chat.id` if none
+   * exists. Exactly one chat per unordered pair, also under concurrent calls from several
+   * processes. The new chat gets the next chat number. */
+  createDirectChat(chat: NewDirectChat): Promise<{ chat: ChatRecord; created: boolean }>;
+  /** Creates a group whose members are `memberIds` (owner first, no duplicates). The chat
+   * number is the next integer after the highest one in use, assigned atomically: no two
+   * chats share a number and concurrent creations leave no holes. */
+  createGroupChat(chat: NewGroupChat): Promise<ChatRecord>;
+  getChat(id: string): Promise<ChatRecord | null>;
+  getChatByNumber(number: number): Promise<ChatRecord | null>;
+  /** Chats of `type` that `userId` is a member of, by number; `after` is a chat number. */
+  listChatsOfMember(userId: string, type: ChatType, page: Page<number>): Promise<PageOf<ChatRecord>>;
+  /** Public groups by number; `after` is a chat number. */
+  listPublicGroups(page: Page<number>): Promise<PageOf<ChatRecord>>;
+  /** Adds the users not yet members, atomically. Throws `group_full` (adding nobody) when the
+   * member count would exceed `maxMembers`, also under concurrent calls; `not_found` when the
+   * chat does not exist. Returns the chat after the change and the ids actually added. */
+  addMembers(chatId: string, userIds: readonly string[], maxMembers: number, at: number): Promise<{ chat: ChatRecord; added: string[] }>;
+  /** Removes a member. If it owned the chat, ownership passes to the longest-standing
+   * remaining member (or to nobody when none is left). Returns null when the chat does not
+   * exist; `removed` is false when the user was not a member. */
+  removeMember(chatId: string, userId: string): Promise<{ chat: ChatRecord; removed: boolean } | null>;
+
+  // ---- message log -----------------------------------------------------------------------
+  /** Appends envelopes in one atomic write. Idempotent on (chatId, seq): an envelope whose
+   * (chatId, seq) is already stored is skipped, so a redelivered batch changes nothing.
+   * Raises the chat's lastSeq to the highest seq written. Returns how many were new. */
+  appendMessages(envelopes: readonly Envelope[]): Promise<number>;
+  /** Envelopes of a chat ascending by seq, strictly between `after` and `before` when given.
+   * Without `after`, the newest `limit` envelopes (still ascending) are returned, and
+   * `hasMore` says whether older ones exist; with `after`, the oldest `limit` after it, and
+   * `hasMore` says whether newer ones exist. */
+  listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }>;
+  /** Highest seq stored for the chat, 0 when none (seeds the sequencer). */
+  maxSeq(chatId: string): Promise<number>;
+}
+
+export type ChatType = 'direct' | 'group';
+export type Visibility = 'public' | 'private';
+
+export interface NewUser {
+  id: string;
+  username: string;
+  displayName: string;
+  passwordHash: string;
+  createdAt: number;
+}
+
+export interface UserRecord extends NewUser {
+  lastSeenAt: number | null;
+}
+
+export interface SessionRecord {
+  id: string;
+  userId: string;
+  createdAt: number;
+  expiresAt: number;
+  revokedAt: number | null;
+}
+
+export interface ChatRecord {
+  id: string;
+  number: number;
+  type: ChatType;
+  /** null for direct chats */
+  name: string | null;
+  visibility: Visibility;
+  /** null for direct chats, and for a group whose last member left */
+  ownerId: string | null;
+  /** in the order they joined */
+  memberIds: string[];
+  lastSeq: number;
+  createdAt: number;
+}
+
+export interface NewDirectChat {
+  id: string;
+  userIds: readonly [string, string];
+  createdAt: number;
+}
+
+export interface NewGroupChat {
+  id: string;
+  name: string;
+  visibility: Visibility;
+  ownerId: string;
+  memberIds: readonly string[];
+  createdAt: number;
+}
+
+export interface Page<K> {
+  after?: K | undefined;
+  limit: number;
+}
+
+export interface PageOf<T> {
+  items: T[];
+  hasMore: boolean;
+}
+
+export interface MessageRange {
+  after?: number | undefined;
+  before?: number | undefined;
+  limit: number;
+}
