@@ -1,0 +1,297 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Envelope, MessageEnvelope, SystemEnvelope } from '../../core/envelope.js';
+import { AppError } from '../../core/errors.js';
+import { newId } from '../../core/ids.js';
+import type { ChatRecord, Store, UserRecord } from '../../core/store/store.js';
+
+/**
+ * The store contract: every Store implementation runs this suite against itself, e.g.
+ *
+ *   storeContract('sqlite', async () => {
+ *     const store = new SqliteStore(file);
+ *     return { store, cleanup: () => store.close() };
+ *   });
+ *
+ * `open` must give a fresh, empty store each time.
+ */
+export function storeContract(name: string, open: () => Promise<{ store: Store; cleanup: () => Promise<void> }>) {
+  describe(`Store contract: ${name}`, () => {
+    let store: Store;
+    let cleanup: () => Promise<void>;
+
+    beforeEach(async () => {
+      ({ store, cleanup } = await open());
+    });
+    afterEach(async () => {
+      await cleanup();
+    });
+
+    const user = (username: string, displayName = username) =>
+      store.createUser({ id: newId(), username, displayName, passwordHash: 'scrypt$x', createdAt: Date.now() });
+    const users = async (n: number, prefix = 'u') => {
+      const out: UserRecord[] = [];
+      for (let i = 0; i < n; i++) out.push(await user(`${prefix}${String(i).padStart(3, '0')}`));
+      return out;
+    };
+    const group = (ownerId: string, memberIds: string[], visibility: 'public' | 'private' = 'private', name = 'g') =>
+      store.createGroupChat({ id: newId(), name, visibility, ownerId, memberIds: [ownerId, ...memberIds], createdAt: Date.now() });
+    const code = async (p: Promise<unknown>) => {
+      try {
+        await p;
+      } catch (err) {
+        if (err instanceof AppError) return err.code;
+        throw err;
+      }
+      return 'no error';
+    };
+    const message = (chatId: string, seq: number, text = `m${seq}`): MessageEnvelope => ({
+      type: 'message', id: newId(), chatId, seq, senderId: 'sender', senderName: 'Sender', text, clientMsgId: null,
+      createdAt: new Date().toISOString(),
+    });
+
+    describe('users', () => {
+      it('creates a user and finds it by id and by username', async () => {
+        const u = await user('alice', 'Alice Liddell');
+        expect(u.lastSeenAt).toBeNull();
+        expect(await store.getUser(u.id)).toEqual(u);
+        expect(await store.getUserByUsername('alice')).toEqual(u);
+        expect(await store.getUser(newId())).toBeNull();
+        expect(await store.getUserByUsername('nobody')).toBeNull();
+      });
+
+      it('refuses a taken username with username_taken and keeps the first account', async () => {
+        const first = await user('bob');
+        expect(await code(user('bob', 'Other Bob'))).toBe('username_taken');
+        expect(await store.getUserByUsername('bob')).toEqual(first);
+      });
+
+      it('getUsers returns the existing users among the ids and skips unknown ones', async () => {
+        const [a, b] = await users(2);
+        const got = await store.getUsers([a!.id, newId(), b!.id]);
+        expect(got.map((u) => u.id).sort()).toEqual([a!.id, b!.id].sort());
+        expect(await store.getUsers([])).toEqual([]);
+      });
+
+      it('search matches literal text in username or display name, case-insensitively, by username', async () => {
+        await user('carol', 'Carol Ärger');
+        await user('dave_100', '100% Dave');
+        await user('erin', 'Erin a.b');
+        await user('frank', 'Frank');
+        const names = async (q: string) => (await store.searchUsers(q, { limit: 50 })).items.map((u) => u.username);
+        expect(await names('CAR')).toEqual(['carol']);
+        expect(await names('ärg')).toEqual(['carol']);
+        expect(await names('ÄRG')).toEqual(['carol']);
+        expect(await names('%')).toEqual(['dave_100']);
+        expect(await names('_')).toEqual(['dave_100']);
+        expect(await names('a.b')).toEqual(['erin']);
+        expect(await names('.*')).toEqual([]);
+        expect(await names("' OR 1=1 --")).toEqual([]);
+        expect(await names('r')).toEqual(['carol', 'erin', 'frank']);
+      });
+
+      it('search pages by username with after and hasMore', async () => {
+        await users(5, 'pager');
+        const p1 = await store.searchUsers('pager', { limit: 2 });
+        expect(p1.items.map((u) => u.username)).toEqual(['pager000', 'pager001']);
+        expect(p1.hasMore).toBe(true);
+        const p3 = await store.searchUsers('pager', { limit: 2, after: 'pager003' });
+        expect(p3.items.map((u) => u.username)).toEqual(['pager004']);
+        expect(p3.hasMore).toBe(false);
+      });
+
+      it('records last seen', async () => {
+        const u = await user('gina');
+        await store.setLastSeen(u.id, 1_700_000_000_000);
+        expect((await store.getUser(u.id))!.lastSeenAt).toBe(1_700_000_000_000);
+      });
+    });
+
+    describe('sessions', () => {
+      it('creates, reads and revokes a session once', async () => {
+        const u = await user('hank');
+        const s = { id: newId(), userId: u.id, createdAt: 1000, expiresAt: Date.now() + 60_000, revokedAt: null };
+        await store.createSession(s);
+        expect(await store.getSession(s.id)).toEqual(s);
+        expect(await store.revokeSession(s.id, 2000)).toBe(true);
+        expect(await store.revokeSession(s.id, 3000)).toBe(false);
+        expect((await store.getSession(s.id))!.revokedAt).toBe(2000);
+        expect(await store.revokeSession(newId(), 1)).toBe(false);
+        expect(await store.getSession(newId())).toBeNull();
+      });
+
+      it('deletes only expired sessions', async () => {
+        const u = await user('ivan');
+        const now = Date.now();
+        await store.createSession({ id: 'old', userId: u.id, createdAt: 0, expiresAt: now - 1, revokedAt: null });
+        await store.createSession({ id: 'live', userId: u.id, createdAt: 0, expiresAt: now + 60_000, revokedAt: null });
+        expect(await store.deleteExpiredSessions(now)).toBe(1);
+        expect(await store.getSession('old')).toBeNull();
+        expect(await store.getSession('live')).not.toBeNull();
+      });
+    });
+
+    describe('chats', () => {
+      it('keeps one direct chat per unordered pair', async () => {
+        const [a, b, c] = await users(3);
+        const first = await store.createDirectChat({ id: newId(), userIds: [a!.id, b!.id], createdAt: 1 });
+        expect(first.created).toBe(true);
+        expect(first.chat).toMatchObject({ type: 'direct', name: null, ownerId: null, number: 1, lastSeq: 0 });
+        expect(first.chat.memberIds.sort()).toEqual([a!.id, b!.id].sort());
+        const again = await store.createDirectChat({ id: newId(), userIds: [b!.id, a!.id], createdAt: 2 });
+        expect(again).toEqual({ chat: first.chat, created: false });
+        const other = await store.createDirectChat({ id: newId(), userIds: [a!.id, c!.id], createdAt: 3 });
+        expect(other.created).toBe(true);
+        expect(other.chat.number).toBe(2);
+      });
+
+      it('returns one chat to 10 concurrent creations of the same direct chat', async () => {
+        const [a, b] = await users(2);
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => store.createDirectChat({ id: newId(), userIds: i % 2 ? [a!.id, b!.id] : [b!.id, a!.id], createdAt: i })),
+        );
+        expect(new Set(results.map((r) => r.chat.id)).size).toBe(1);
+        expect(results.filter((r) => r.created)).toHaveLength(1);
+        expect((await store.listChatsOfMember(a!.id, 'direct', { limit: 50 })).items).toHaveLength(1);
+      });
+
+      it('numbers 30 concurrent group creations 1..30 with no hole or repeat', async () => {
+        const [owner] = await users(1);
+        const chats = await Promise.all(Array.from({ length: 30 }, (_, i) => group(owner!.id, [], 'private', `g${i}`)));
+        expect(chats.map((c) => c.number).sort((x, y) => x - y)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+      });
+
+      it('creates a group with its owner and members in order, found by id and number', async () => {
+        const [o, m1, m2] = await users(3);
+        const chat = await group(o!.id, [m1!.id, m2!.id], 'public', 'Friends');
+        expect(chat).toMatchObject({ type: 'group', name: 'Friends', visibility: 'public', ownerId: o!.id, lastSeq: 0 });
+        expect(chat.memberIds).toEqual([o!.id, m1!.id, m2!.id]);
+        expect(await store.getChat(chat.id)).toEqual(chat);
+        expect(await store.getChatByNumber(chat.number)).toEqual(chat);
+        expect(await store.getChat(newId())).toBeNull();
+        expect(await store.getChatByNumber(999)).toBeNull();
+      });
+
+      it("lists a member's chats by type and number, in pages", async () => {
+        const [me, other] = await users(2);
+        const d = await store.createDirectChat({ id: newId(), userIds: [me!.id, other!.id], createdAt: 1 });
+        const groups: ChatRecord[] = [];
+        for (let i = 0; i < 3; i++) groups.push(await group(me!.id, [other!.id]));
+        await group(other!.id, []); // not mine
+        const direct = await store.listChatsOfMember(me!.id, 'direct', { limit: 50 });
+        expect(direct.items.map((c) => c.id)).toEqual([d.chat.id]);
+        const p1 = await store.listChatsOfMember(me!.id, 'group', { limit: 2 });
+        expect(p1.items.map((c) => c.id)).toEqual([groups[0]!.id, groups[1]!.id]);
+        expect(p1.hasMore).toBe(true);
+        const p2 = await store.listChatsOfMember(me!.id, 'group', { limit: 2, after: p1.items[1]!.number });
+        expect(p2.items.map((c) => c.id)).toEqual([groups[2]!.id]);
+        expect(p2.hasMore).toBe(false);
+      });
+
+      it('lists only public groups', async () => {
+        const [a, b] = await users(2);
+        const pub = await group(a!.id, [], 'public');
+        await group(a!.id, [], 'private');
+        await store.createDirectChat({ id: newId(), userIds: [a!.id, b!.id], createdAt: 1 });
+        const pub2 = await group(b!.id, [], 'public');
+        const page = await store.listPublicGroups({ limit: 50 });
+        expect(page.items.map((c) => c.id)).toEqual([pub.id, pub2.id]);
+        expect((await store.listPublicGroups({ limit: 1, after: pub.number })).items.map((c) => c.id)).toEqual([pub2.id]);
+      });
+    });
+
+    describe('members', () => {
+      it('adds only users not yet members', async () => {
+        const [o, a, b] = await users(3);
+        const chat = await group(o!.id, [a!.id]);
+        const res = await store.addMembers(chat.id, [a!.id, b!.id, b!.id], 100, Date.now());
+        expect(res.added).toEqual([b!.id]);
+        expect(res.chat.memberIds).toEqual([o!.id, a!.id, b!.id]);
+      });
+
+      it('refuses to pass the cap with group_full and adds nobody', async () => {
+        const us = await users(6);
+        const chat = await group(us[0]!.id, [us[1]!.id, us[2]!.id]);
+        expect(await code(store.addMembers(chat.id, [us[3]!.id, us[4]!.id, us[5]!.id], 5, Date.now()))).toBe('group_full');
+        expect((await store.getChat(chat.id))!.memberIds).toHaveLength(3);
+        expect((await store.addMembers(chat.id, [us[3]!.id, us[4]!.id], 5, Date.now())).chat.memberIds).toHaveLength(5);
+      });
+
+      it('holds the cap under concurrent additions', async () => {
+        const us = await users(12);
+        const chat = await group(us[0]!.id, []);
+        const outcomes = await Promise.all(us.slice(1).map((u) => code(store.addMembers(chat.id, [u.id], 5, Date.now()))));
+        expect(outcomes.filter((o) => o === 'no error')).toHaveLength(4);
+        expect(outcomes.filter((o) => o === 'group_full')).toHaveLength(7);
+        expect((await store.getChat(chat.id))!.memberIds).toHaveLength(5);
+      });
+
+      it('answers not_found for a chat that does not exist', async () => {
+        const [a] = await users(1);
+        expect(await code(store.addMembers(newId(), [a!.id], 100, 1))).toBe('not_found');
+        expect(await store.removeMember(newId(), a!.id)).toBeNull();
+      });
+
+      it('removes a member, and passes ownership to the longest-standing member when the owner leaves', async () => {
+        const [o, a, b] = await users(3);
+        const chat = await group(o!.id, [a!.id, b!.id]);
+        const notThere = await store.removeMember(chat.id, newId());
+        expect(notThere!.removed).toBe(false);
+        const left = await store.removeMember(chat.id, o!.id);
+        expect(left!.removed).toBe(true);
+        expect(left!.chat.ownerId).toBe(a!.id);
+        expect(left!.chat.memberIds).toEqual([a!.id, b!.id]);
+        await store.removeMember(chat.id, a!.id);
+        const last = await store.removeMember(chat.id, b!.id);
+        expect(last!.chat).toMatchObject({ ownerId: null, memberIds: [] });
+      });
+    });
+
+    describe('message log', () => {
+      it('appends idempotently on (chatId, seq) and raises lastSeq', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const batch: Envelope[] = [message(chat.id, 1), message(chat.id, 2)];
+        expect(await store.appendMessages(batch)).toBe(2);
+        expect(await store.appendMessages(batch)).toBe(0);
+        expect(await store.appendMessages([message(chat.id, 2, 'different'), message(chat.id, 3)])).toBe(1);
+        expect((await store.getChat(chat.id))!.lastSeq).toBe(3);
+        expect(await store.maxSeq(chat.id)).toBe(3);
+        const { messages } = await store.listMessages(chat.id, { limit: 50 });
+        expect(messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+        expect((messages[1] as MessageEnvelope).text).toBe('m2');
+        expect(await store.appendMessages([])).toBe(0);
+      });
+
+      it('returns envelopes exactly as appended, system events included', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const sys: SystemEnvelope = { type: 'system', id: newId(), chatId: chat.id, seq: 1, event: 'chat.created', userId: o!.id, createdAt: new Date().toISOString() };
+        const msg = { ...message(chat.id, 2, '안녕하세요 👋\n"quoted"'), clientMsgId: 'c-1' };
+        await store.appendMessages([sys, msg]);
+        expect((await store.listMessages(chat.id, { limit: 10 })).messages).toEqual([sys, msg]);
+      });
+
+      it('pages by seq: latest page without after, catch-up with after, bounded by before', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const other = await group(o!.id, []);
+        await store.appendMessages(Array.from({ length: 10 }, (_, i) => message(chat.id, i + 1)));
+        await store.appendMessages([message(other.id, 1)]);
+        const seqs = async (r: { after?: number; before?: number; limit: number }) => {
+          const page = await store.listMessages(chat.id, r);
+          return [page.messages.map((m) => m.seq), page.hasMore];
+        };
+        expect(await seqs({ limit: 3 })).toEqual([[8, 9, 10], true]);
+        expect(await seqs({ limit: 20 })).toEqual([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], false]);
+        expect(await seqs({ after: 0, limit: 3 })).toEqual([[1, 2, 3], true]);
+        expect(await seqs({ after: 7, limit: 3 })).toEqual([[8, 9, 10], false]);
+        expect(await seqs({ after: 10, limit: 3 })).toEqual([[], false]);
+        expect(await seqs({ before: 4, limit: 2 })).toEqual([[2, 3], true]);
+        expect(await seqs({ after: 2, before: 6, limit: 10 })).toEqual([[3, 4, 5], false]);
+        expect(await seqs({ after: 2, before: 6, limit: 2 })).toEqual([[3, 4], true]);
+        expect((await store.listMessages(newId(), { limit: 5 })).messages).toEqual([]);
+        expect(await store.maxSeq(newId())).toBe(0);
+      });
+    });
+  });
+}
