@@ -57,7 +57,7 @@ describe('SQLite store shared by several processes', () => {
     const mk = (name: string) => store.createUser({ id: newId(), username: name, displayName: name, passwordHash: 'x', createdAt: Date.now() });
     const a = await mk('alice');
     const b = await mk('bob');
-    const joiners = [];
+    const joiners: Awaited<ReturnType<typeof mk>>[] = [];
     for (let i = 0; i < PROCESSES * 5; i++) joiners.push(await mk(`joiner${i}`));
     const capped = await store.createGroupChat({ id: newId(), name: 'capped', visibility: 'public', ownerId: a.id, memberIds: [a.id], createdAt: Date.now() });
     await store.close();
