@@ -54,12 +54,21 @@ export async function buildApi(config: Pick<Config, 'logLevel' | 'tls'>, deps: O
   }
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
 
+  // A bodiless POST (logout) often still carries Content-Type: application/json; treat the
+  // empty body as absent instead of as malformed JSON. Non-empty bodies keep Fastify's parser
+  // with its prototype-poisoning protection.
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>
+    body === '' ? done(null, undefined) : json(req, body as string, done),
+  );
+
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
 
   await app.register(swagger, {
     openapi: {
-      info: { title: 'Chat API', version: '1', description: 'REST side of the chat platform. Real-time messaging is MQTT: see docs/mqtt.md.' },
+      info: { title: 'Chat API', version: '1', description: 'REST side of the chat platform: accounts, chats, members, history.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },

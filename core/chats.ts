@@ -48,15 +48,13 @@ export class Chats {
     return this.store.listPublicGroups(page);
   }
 
-  /** The owner adds anyone; anyone may add only itself, and only to a public group. */
+  /** The owner adds anyone; anyone else may add only itself, and only to a public group. */
   async addMembers(callerId: string, number: number, userIds: readonly string[]): Promise<{ chat: ChatRecord; added: string[] }> {
     const chat = await this.getByNumber(callerId, number);
     if (chat.type === 'direct') throw forbidden('direct chats have fixed members');
     const joiningSelf = userIds.length > 0 && userIds.every((id) => id === callerId);
+    // getByNumber has already refused non-members of private chats (not_member).
     if (chat.ownerId !== callerId && !joiningSelf) throw forbidden('only the owner can add other members');
-    if (chat.ownerId !== callerId && !isPublic(chat) && !chat.memberIds.includes(callerId)) {
-      throw forbidden('this group is private: its owner must add you');
-    }
     await this.requireUsers(userIds);
     return this.store.addMembers(chat.id, userIds, MAX_GROUP_MEMBERS, Date.now());
   }

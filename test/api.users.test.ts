@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type TestServer, startTestServer } from './helpers/server.js';
+
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+describe('REST accounts: /api/users', () => {
+  let srv: TestServer;
+  beforeAll(async () => {
+    srv = await startTestServer();
+  });
+  afterAll(() => srv.stop());
+
+  it('registers a user: 201 with the public user object, no secret fields', async () => {
+    const res = await srv.http.post('/api/users', { username: 'Zoe.Smith', password: 'longenough', displayName: 'Zoë Smith' });
+    expect(res.status).toBe(201);
+    expect(res.body).toEqual({
+      user: { id: expect.stringMatching(/^[0-9a-f-]{36}$/), username: 'zoe.smith', displayName: 'Zoë Smith', online: false, lastSeenAt: null },
+    });
+  });
+
+  it('uses the username as display name when none is given', async () => {
+    const res = await srv.http.post('/api/users', { username: 'plainname', password: 'longenough' });
+    expect(res.body.user.displayName).toBe('plainname');
+  });
+
+  it('treats usernames case-insensitively: a taken name in other case is 409 username_taken', async () => {
+    await srv.http.post('/api/users', { username: 'casey', password: 'longenough' });
+    const res = await srv.http.post('/api/users', { username: 'CASEY', password: 'longenough' });
+    expect(res.status).toBe(409);
+    expect(res.body.error.code).toBe('username_taken');
+  });
+
+  it('logs in with any case of the username: token, expiry and user', async () => {
+    await srv.http.post('/api/users', { username: 'loginer', password: 'pass-word-1' });
+    const res = await srv.http.post('/api/users/login', { username: 'LOGINER', password: 'pass-word-1' });
+    expect(res.status).toBe(200);
+    expect(res.body.token).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+    expect(res.body.expiresAt).toMatch(ISO);
+    expect(Date.parse(res.body.expiresAt)).toBeGreaterThan(Date.now() + 6 * 24 * 3600_000);
+    expect(res.body.user.username).toBe('loginer');
+  });
+
+  it('answers a wrong password and an unknown user alike: 401 unauthorized', async () => {
+    await srv.http.post('/api/users', { username: 'guarded', password: 'right-password' });
+    const wrong = await srv.http.post('/api/users/login', { username: 'guarded', password: 'wrong-password' });
+    const unknown = await srv.http.post('/api/users/login', { username: 'nobody-here', password: 'right-password' });
+    expect(wrong.status).toBe(401);
+    expect(unknown.status).toBe(401);
+    expect(wrong.body).toEqual(unknown.body);
+    expect(wrong.body.error.code).toBe('unauthorized');
+  });
+
+  it('GET /api/users/me returns the caller', async () => {
+    const { user, token } = await srv.signUp('meself', 'Me Self');
+    const res = await srv.http.get('/api/users/me', token);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ user });
+  });
+
+  it('logout revokes the token at once; other sessions of the user keep working', async () => {
+    const { token } = await srv.signUp('leaver');
+    const second = await srv.http.post('/api/users/login', { username: 'leaver', password: 'correct horse battery' });
+    expect((await srv.http.post('/api/users/logout', undefined, token)).status).toBe(204);
+    const after = await srv.http.get('/api/users/me', token);
+    expect(after.status).toBe(401);
+    expect(after.body.error).toEqual({ code: 'unauthorized', message: 'token revoked (logged out)' });
+    expect((await srv.http.post('/api/users/logout', undefined, token)).status).toBe(401);
+    expect((await srv.http.get('/api/users/me', second.body.token)).status).toBe(200);
+  });
+
+  it('accepts a bodiless logout that still says Content-Type: application/json', async () => {
+    const { token } = await srv.signUp();
+    const res = await srv.http.request('POST', '/api/users/logout', { token, headers: { 'content-type': 'application/json' } });
+    expect(res.status).toBe(204);
+    expect((await srv.http.get('/api/users/me', token)).status).toBe(401);
+  });
+
+  it('GET /api/users lists users online now: nobody without MQTT connections', async () => {
+    const { token } = await srv.signUp();
+    const res = await srv.http.get('/api/users', token);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ users: [], hasMore: false });
+  });
+
+  describe('search', () => {
+    let token: string;
+    beforeAll(async () => {
+      ({ token } = await srv.signUp('searcher'));
+      for (const [username, displayName] of [['kim_lee', 'Kim Lee'], ['kimberly', 'Kimberly Ann'], ['leekim', 'Lee Ärzte'], ['other1', 'Nobody']]) {
+        await srv.http.post('/api/users', { username, password: 'longenough', displayName });
+      }
+    });
+    const search = (q: string, extra = '') => srv.http.get(`/api/users/search?q=${encodeURIComponent(q)}${extra}`, token);
+
+    it('matches username or display name, case-insensitively, ordered by username', async () => {
+      const res = await search('KIM');
+      expect(res.status).toBe(200);
+      expect(res.body.users.map((u: { username: string }) => u.username)).toEqual(['kim_lee', 'kimberly', 'leekim']);
+      expect(res.body.hasMore).toBe(false);
+      expect((await search('ärz')).body.users.map((u: { username: string }) => u.username)).toEqual(['leekim']);
+    });
+
+    it('pages with limit and after', async () => {
+      const p1 = await search('kim', '&limit=2');
+      expect(p1.body.users.map((u: { username: string }) => u.username)).toEqual(['kim_lee', 'kimberly']);
+      expect(p1.body.hasMore).toBe(true);
+      const p2 = await search('kim', '&limit=2&after=kimberly');
+      expect(p2.body.users.map((u: { username: string }) => u.username)).toEqual(['leekim']);
+      expect(p2.body.hasMore).toBe(false);
+    });
+
+    it('treats the query as literal text', async () => {
+      // As a LIKE pattern, 'im_' would also match 'kimberly'.
+      expect((await search('im_')).body.users.map((u: { username: string }) => u.username)).toEqual(['kim_lee']);
+      expect((await search('k.m')).body.users).toEqual([]);
+      expect((await search('%')).body.users).toEqual([]);
+    });
+  });
+});

@@ -1,0 +1,133 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Http, tempDir } from './helpers/server.js';
+
+const MAIN = resolve('dist/main.js');
+
+interface Proc { child: ChildProcess; output: () => string; url?: string }
+
+/** Runs the built server as `npm start` does (node dist/main.js) with the given environment. */
+function launch(env: Record<string, string>): Proc {
+  const child = spawn(process.execPath, [MAIN], {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  return { child, output: () => out };
+}
+
+/** Waits for the log line that names the chosen HTTP port. */
+async function ready(proc: Proc): Promise<Proc & { url: string }> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    const m = /HTTP API listening on (http:\/\/[\d.]+:\d+)/.exec(proc.output());
+    if (m) return { ...proc, url: m[1]! };
+    if (proc.child.exitCode !== null) throw new Error(`server exited ${proc.child.exitCode}: ${proc.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`server did not start: ${proc.output()}`);
+}
+
+async function exitOf(proc: Proc): Promise<{ code: number | null; output: string }> {
+  if (proc.child.exitCode === null) await once(proc.child, 'exit');
+  return { code: proc.child.exitCode, output: proc.output() };
+}
+
+describe('the server process (npm start)', () => {
+  beforeAll(() => {
+    if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
+  });
+
+  describe('embedded, with no external service', () => {
+    const dataDir = tempDir('chat-proc-');
+    afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+    it('serves the API, keeps data and tokens across a restart, and stops cleanly on SIGTERM', async () => {
+      const first = await ready(launch({ DATA_DIR: dataDir }));
+      const http = new Http(first.url);
+      expect((await http.get('/healthz')).body).toEqual({ status: 'ok' });
+      expect((await http.get('/readyz')).body).toEqual({ status: 'ready' });
+      await http.post('/api/users', { username: 'keeper', password: 'persist-me' });
+      await http.post('/api/users', { username: 'friend', password: 'persist-me' });
+      const login = await http.post('/api/users/login', { username: 'keeper', password: 'persist-me' });
+      const friend = (await http.get('/api/users/search?q=friend', login.body.token)).body.users[0];
+      const chat = (await http.post('/api/chats', { type: 'direct', memberIds: [friend.id] }, login.body.token)).body.chat;
+
+      // The generated signing secret is kept in DATA_DIR, readable by its owner only.
+      expect(statSync(join(dataDir, 'jwt-secret')).mode & 0o077).toBe(0);
+      first.child.kill('SIGTERM');
+      expect((await exitOf(first)).code).toBe(0);
+
+      const second = await ready(launch({ DATA_DIR: dataDir }));
+      try {
+        const http2 = new Http(second.url);
+        const me = await http2.get('/api/users/me', login.body.token);
+        expect(me.status).toBe(200);
+        expect(me.body.user.username).toBe('keeper');
+        expect((await http2.get(`/api/chats/${chat.number}`, login.body.token)).body.chat.id).toBe(chat.id);
+        expect((await http2.post('/api/users/login', { username: 'keeper', password: 'persist-me' })).status).toBe(200);
+      } finally {
+        second.child.kill('SIGTERM');
+        await exitOf(second);
+      }
+    });
+
+    it('publishes the OpenAPI document with every REST route, and the browsable UI at /docs', async () => {
+      const proc = await ready(launch({ DATA_DIR: dataDir }));
+      try {
+        const http = new Http(proc.url);
+        const doc = (await http.get('/docs/json')).body;
+        expect(doc.openapi).toMatch(/^3\./);
+        expect(Object.keys(doc.paths).sort()).toEqual([
+          '/api/chats', '/api/chats/group/{userId}', '/api/chats/one-to-one/{userId}', '/api/chats/{number}',
+          '/api/chats/{number}/members', '/api/chats/{number}/members/{userId}', '/api/messages/{chatId}',
+          '/api/users', '/api/users/login', '/api/users/logout', '/api/users/me', '/api/users/search',
+        ]);
+        const ui = await fetch(`${proc.url}/docs/`);
+        expect(ui.status).toBe(200);
+        expect(await ui.text()).toContain('swagger');
+      } finally {
+        proc.child.kill('SIGTERM');
+        await exitOf(proc);
+      }
+    });
+  });
+
+  describe('refuses bad configuration with a message naming what to change', () => {
+    const dataDir = tempDir('chat-conf-');
+    afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+    it.each([
+      [{ PORT: 'abc' }, /PORT must be a port number/],
+      [{ PORT: '70000' }, /PORT must be a port number/],
+      [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of/],
+      [{ JWT_SECRET: 'short' }, /JWT_SECRET must be at least 32 characters/],
+      [{ TLS_CERT: '/nonexistent.pem' }, /TLS_CERT and TLS_KEY must be set together/],
+      [{ REDIS_URL: 'http://x' }, /REDIS_URL must start with redis:\/\//],
+      [{ REDIS_URL: 'redis://127.0.0.1:6379' }, /REDIS_URL is set, but this version runs the embedded deployment only/],
+    ])('%o', async (env, message) => {
+      const { code, output } = await exitOf(launch({ DATA_DIR: dataDir, ...env }));
+      expect(code).toBe(1);
+      expect(output).toMatch(message);
+    });
+
+    it('names PORT when the HTTP port is taken', async () => {
+      const blocker = createServer();
+      await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+      const port = (blocker.address() as { port: number }).port;
+      try {
+        const { code, output } = await exitOf(launch({ DATA_DIR: dataDir, PORT: String(port) }));
+        expect(code).toBe(1);
+        expect(output).toContain(`HTTP port ${port} is in use on 127.0.0.1; set PORT`);
+      } finally {
+        blocker.close();
+      }
+    });
+  });
+});
