@@ -40,6 +40,8 @@ export async function buildApi(config: Pick<Config, 'logLevel' | 'tls'>, deps: O
     logger: { level: config.logLevel },
     bodyLimit: BODY_LIMIT,
     ...(config.tls ? { https: config.tls } : {}),
+    // Errors Fastify raises before routing (e.g. a path with bad %-encoding) get our shape too.
+    frameworkErrors: (err, _req, reply) => sendError(reply, 'invalid_input', err.message),
     // Fastify's default `ignoreTrailingSlash: false` and case-sensitive routes are kept.
   }).withTypeProvider<TypeBoxTypeProvider>();
 
@@ -57,8 +59,10 @@ export async function buildApi(config: Pick<Config, 'logLevel' | 'tls'>, deps: O
   // A bodiless POST (logout) often still carries Content-Type: application/json; treat the
   // empty body as absent instead of as malformed JSON. Non-empty bodies keep Fastify's parser
   // with its prototype-poisoning protection.
+  // The API speaks JSON only: text/plain is not parsed (415), so a JSON text sent with the wrong
+  // type is not mistaken for a string body.
   const json = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
+  app.removeContentTypeParser(['application/json', 'text/plain']);
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>
     body === '' ? done(null, undefined) : json(req, body as string, done),
   );
@@ -93,7 +97,7 @@ export async function buildApi(config: Pick<Config, 'logLevel' | 'tls'>, deps: O
 export function requireAuth(accounts: Accounts) {
   return async (req: FastifyRequest) => {
     const header = req.headers.authorization;
-    const match = header === undefined ? null : /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header);
+    const match = header === undefined ? null : /^Bearer +([A-Za-z0-9._~+/=-]+)$/i.exec(header);
     if (!match) throw unauthorized(header === undefined ? 'missing Authorization: Bearer <token>' : 'malformed Authorization header');
     req.auth = await accounts.authenticate(match[1]!);
   };

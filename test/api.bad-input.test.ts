@@ -401,6 +401,7 @@ describe('GET /api/chats/:number refuses bad numbers and non-members', () => {
     { name: 'number 1e400 (infinite)', req: byNumber(() => '1e400'), status: 400, code: 'invalid_input' },
     { name: 'number with SQL injection', req: byNumber(() => encodeURIComponent('1 OR 1=1')), status: 400, code: 'invalid_input' },
     { name: 'a chat id (UUID) instead of a number', req: byNumber(() => ctx.myGroup.id), status: 400, code: 'invalid_input' },
+    { name: 'malformed percent-encoding in the number (%zz)', req: byNumber(() => '%zz'), status: 400, code: 'invalid_input' },
     { name: 'number 99999999 (no such chat)', req: byNumber(() => 99999999), status: 404, code: 'not_found' },
     { name: "another user's private group", req: byNumber(() => ctx.othersPrivate.number), status: 403, code: 'not_member' },
     { name: "another user's direct chat", req: byNumber(() => ctx.othersDirect.number), status: 403, code: 'not_member' },
@@ -709,6 +710,15 @@ describe('bad credentials are 401 unauthorized on every protected route', () => 
       }
     });
   }
+
+  it('control: the real token is accepted on the same read routes', async () => {
+    for (const [route, req] of routes) {
+      const r = req();
+      if (r.method !== 'GET') continue;
+      const res = await send(r);
+      expect(res.status, `${route}: ${JSON.stringify(res.body)}`).toBe(200);
+    }
+  });
 
   it('none of the refused requests changed anything, and my real token still works', async () => {
     const me = await send(get('/api/users/me'));

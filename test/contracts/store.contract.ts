@@ -136,7 +136,7 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         const first = await store.createDirectChat({ id: newId(), userIds: [a!.id, b!.id], createdAt: 1 });
         expect(first.created).toBe(true);
         expect(first.chat).toMatchObject({ type: 'direct', name: null, ownerId: null, number: 1, lastSeq: 0 });
-        expect(first.chat.memberIds.sort()).toEqual([a!.id, b!.id].sort());
+        expect([...first.chat.memberIds].sort()).toEqual([a!.id, b!.id].sort());
         const again = await store.createDirectChat({ id: newId(), userIds: [b!.id, a!.id], createdAt: 2 });
         expect(again).toEqual({ chat: first.chat, created: false });
         const other = await store.createDirectChat({ id: newId(), userIds: [a!.id, c!.id], createdAt: 3 });
