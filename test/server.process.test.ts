@@ -1,6 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,7 +27,7 @@ function launch(env: Record<string, string>): Proc {
 async function ready(proc: Proc): Promise<Proc & { url: string }> {
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
-    const m = /HTTP API listening on (http:\/\/[\d.]+:\d+)/.exec(proc.output());
+    const m = /HTTP API listening on (https?:\/\/[\d.]+:\d+)/.exec(proc.output());
     if (m) return { ...proc, url: m[1]! };
     if (proc.child.exitCode !== null) throw new Error(`server exited ${proc.child.exitCode}: ${proc.output()}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -92,6 +93,35 @@ describe('the server process (npm start)', () => {
         const ui = await fetch(`${proc.url}/docs/`);
         expect(ui.status).toBe(200);
         expect(await ui.text()).toContain('swagger');
+      } finally {
+        proc.child.kill('SIGTERM');
+        await exitOf(proc);
+      }
+    });
+  });
+
+  describe('with TLS_CERT and TLS_KEY', () => {
+    const dataDir = tempDir('chat-tls-');
+    afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+    it('serves the API over HTTPS with the given certificate', async () => {
+      const cert = join(dataDir, 'cert.pem');
+      const key = join(dataDir, 'key.pem');
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+        '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+      const proc = await ready(launch({ DATA_DIR: dataDir, TLS_CERT: cert, TLS_KEY: key }));
+      try {
+        expect(proc.url).toMatch(/^https:/);
+        const body = await new Promise<string>((resolve, reject) => {
+          const req = httpsRequest(`${proc.url}/healthz`, { ca: readFileSync(cert) }, (res) => {
+            let text = '';
+            res.on('data', (d) => (text += d));
+            res.on('end', () => resolve(text));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+        expect(JSON.parse(body)).toEqual({ status: 'ok' });
       } finally {
         proc.child.kill('SIGTERM');
         await exitOf(proc);
