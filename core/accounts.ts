@@ -1,3 +1,4 @@
+import type { ControlBus } from './bus.js';
 import { invalidInput, unauthorized } from './errors.js';
 import { newId } from './ids.js';
 import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
@@ -16,6 +17,7 @@ export class Accounts {
     private readonly store: Store,
     private readonly secret: string,
     private readonly tokenTtlSeconds: number,
+    private readonly bus?: ControlBus,
   ) {}
 
   /** Usernames are case-insensitive: stored and compared lower-cased. */
@@ -58,7 +60,9 @@ export class Accounts {
     return { user, session };
   }
 
-  async logout(sessionId: string): Promise<void> {
-    await this.store.revokeSession(sessionId, Date.now());
+  /** Revokes the session; the broker closes the MQTT connections that used it. */
+  async logout(session: SessionRecord): Promise<void> {
+    await this.store.revokeSession(session.id, Date.now());
+    await this.bus?.publish({ type: 'session.revoked', sessionId: session.id, userId: session.userId });
   }
 }

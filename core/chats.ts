@@ -9,14 +9,29 @@ import type { Envelope } from './envelope.js';
  * and checks permission before touching the store; store methods are atomic, so a refused
  * request leaves nothing behind.
  */
+/** What happens after a membership change is committed: system messages in the chat's
+ * stream, membership caches, inbox events. Implemented by the Messenger; never throws. */
+export interface ChatEvents {
+  chatCreated(chat: ChatRecord, actorId: string): Promise<void>;
+  membersAdded(chat: ChatRecord, userIds: readonly string[], actorId: string): Promise<void>;
+  memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<void>;
+}
+
+const noEvents: ChatEvents = { chatCreated: async () => {}, membersAdded: async () => {}, memberRemoved: async () => {} };
+
 export class Chats {
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly events: ChatEvents = noEvents,
+  ) {}
 
   /** One direct chat per pair: returns the existing one when there is one. */
   async openDirect(callerId: string, otherId: string): Promise<{ chat: ChatRecord; created: boolean }> {
     if (otherId === callerId) throw invalidInput('a direct chat needs another user');
     await this.requireUsers([otherId]);
-    return this.store.createDirectChat({ id: newId(), userIds: [callerId, otherId], createdAt: Date.now() });
+    const result = await this.store.createDirectChat({ id: newId(), userIds: [callerId, otherId], createdAt: Date.now() });
+    if (result.created) await this.events.chatCreated(result.chat, callerId);
+    return result;
   }
 
   async createGroup(callerId: string, input: { name: string; memberIds: readonly string[]; visibility?: Visibility | undefined }): Promise<ChatRecord> {
@@ -25,9 +40,11 @@ export class Chats {
     const memberIds = [...new Set([callerId, ...input.memberIds])];
     if (memberIds.length > MAX_GROUP_MEMBERS) throw groupFull(MAX_GROUP_MEMBERS);
     await this.requireUsers(memberIds);
-    return this.store.createGroupChat({
+    const chat = await this.store.createGroupChat({
       id: newId(), name, visibility: input.visibility ?? 'private', ownerId: callerId, memberIds, createdAt: Date.now(),
     });
+    await this.events.chatCreated(chat, callerId);
+    return chat;
   }
 
   /** Members see any chat; everyone sees public groups. */
@@ -56,7 +73,9 @@ export class Chats {
     // getByNumber has already refused non-members of private chats (not_member).
     if (chat.ownerId !== callerId && !joiningSelf) throw forbidden('only the owner can add other members');
     await this.requireUsers(userIds);
-    return this.store.addMembers(chat.id, userIds, MAX_GROUP_MEMBERS, Date.now());
+    const result = await this.store.addMembers(chat.id, userIds, MAX_GROUP_MEMBERS, Date.now());
+    await this.events.membersAdded(result.chat, result.added, callerId);
+    return result;
   }
 
   /** A member leaves, or the owner removes a member. */
@@ -68,6 +87,7 @@ export class Chats {
     if (!chat.memberIds.includes(userId)) throw notFound('that user is not a member of this chat');
     const result = await this.store.removeMember(chat.id, userId);
     if (!result) throw notFound(`no chat number ${number}`);
+    if (result.removed) await this.events.memberRemoved(result.chat, userId, callerId);
     return { chat: result.chat, selfLeft };
   }
 

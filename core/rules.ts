@@ -18,3 +18,19 @@ export function cleanName(raw: string, max: number): string | null {
   if (name.length === 0 || CONTROL.test(name) || [...name].length > max) return null;
   return name;
 }
+
+// MQTT protection limits (see docs/mqtt.md).
+/** Largest MQTT packet accepted on TCP and WebSocket; a larger one closes the connection. */
+export const MAX_PACKET_BYTES = 16 * 1024;
+export const MAX_CONNECTIONS_PER_USER = 10;
+/** Chat messages per user: a burst, then a steady rate (per second). */
+export const SEND_BURST = 30;
+export const SEND_PER_SECOND = 10;
+/** Typing events per user and chat. */
+export const TYPING_BURST = 3;
+export const TYPING_PER_SECOND = 1;
+/** New MQTT connections per client IP address. */
+export const CONNECT_BURST = 200;
+export const CONNECT_PER_SECOND = 50;
+/** A connection that sends no CONNECT within this time is closed. */
+export const CONNECT_TIMEOUT_MS = 10_000;

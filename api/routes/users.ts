@@ -42,7 +42,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (
     ...auth,
     schema: { ...auth.schema, tags, summary: 'Revoke this token at once (REST and MQTT)', response: { 204: Type.Null(), ...errors(401) } },
   }, async (req, reply) => {
-    await accounts.logout(caller(req).session.id);
+    await accounts.logout(caller(req).session);
     return reply.code(204).send(null);
   });
 

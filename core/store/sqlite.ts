@@ -62,6 +62,10 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (chat_id, seq)
   ) WITHOUT ROWID;
   `,
+  // Idempotency keys: one message per (chat, sender, clientMsgId), found without a scan.
+  `
+  CREATE UNIQUE INDEX messages_client_msg ON messages(chat_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL;
+  `,
 ];
 
 interface UserRow { id: string; username: string; display_name: string; password_hash: string; created_at: number; last_seen_at: number | null }
@@ -138,6 +142,9 @@ export class SqliteStore implements Store {
         'SELECT envelope FROM messages WHERE chat_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
       ),
       maxSeq: db.prepare<[string], { n: number }>('SELECT COALESCE(MAX(seq), 0) AS n FROM messages WHERE chat_id = ?'),
+      byClientMsgId: db.prepare<[string, string, string], { envelope: string }>(
+        'SELECT envelope FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?',
+      ),
     };
   }
 
@@ -323,6 +330,11 @@ export class SqliteStore implements Store {
 
   async maxSeq(chatId: string): Promise<number> {
     return this.s.maxSeq.get(chatId)!.n;
+  }
+
+  async findByClientMsgId(chatId: string, senderId: string, clientMsgId: string): Promise<Envelope | null> {
+    const r = this.s.byClientMsgId.get(chatId, senderId, clientMsgId);
+    return r ? (JSON.parse(r.envelope) as Envelope) : null;
   }
 }
 

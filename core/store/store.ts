@@ -77,6 +77,10 @@ export interface Store {
   listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }>;
   /** Highest seq stored for the chat, 0 when none (seeds the sequencer). */
   maxSeq(chatId: string): Promise<number>;
+  /** The message a sender stored in a chat under its idempotency key, or null. At most one
+   * exists: appending a second message with the same (chatId, senderId, clientMsgId) and a
+   * different seq stores nothing. */
+  findByClientMsgId(chatId: string, senderId: string, clientMsgId: string): Promise<Envelope | null>;
 }
 
 export type ChatType = 'direct' | 'group';

@@ -271,6 +271,19 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect((await store.listMessages(chat.id, { limit: 10 })).messages).toEqual([sys, msg]);
       });
 
+      it('finds a message by (chat, sender, clientMsgId) and stores one message per key', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const other = await group(o!.id, []);
+        const first = { ...message(chat.id, 1), clientMsgId: 'k-1' };
+        await store.appendMessages([first, { ...message(chat.id, 2), clientMsgId: 'k-1' }, { ...message(other.id, 1), clientMsgId: 'k-1' }]);
+        expect(await store.findByClientMsgId(chat.id, 'sender', 'k-1')).toEqual(first);
+        expect((await store.findByClientMsgId(other.id, 'sender', 'k-1'))!.chatId).toBe(other.id);
+        expect(await store.findByClientMsgId(chat.id, 'someone else', 'k-1')).toBeNull();
+        expect(await store.findByClientMsgId(chat.id, 'sender', 'k-2')).toBeNull();
+        expect((await store.listMessages(chat.id, { limit: 10 })).messages.map((m) => m.seq)).toEqual([1]);
+      });
+
       it('pages by seq: latest page without after, catch-up with after, bounded by before', async () => {
         const [o] = await users(1);
         const chat = await group(o!.id, []);

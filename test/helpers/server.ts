@@ -29,7 +29,7 @@ export interface UserDto { id: string; username: string; displayName: string; on
 /** The embedded server on an ephemeral loopback port with its own data directory. */
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
   const dataDir = env.DATA_DIR ?? tempDir();
-  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'silent', JWT_SECRET: TEST_SECRET, DATA_DIR: dataDir, ...env });
+  const config = loadConfig({ HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'silent', JWT_SECRET: TEST_SECRET, DATA_DIR: dataDir, ...env });
   const running = await startServer(config);
   const http = new Http(running.url);
   let counter = 0;

@@ -1,0 +1,63 @@
+import type { AuthenticateError, Client, ConnectPacket } from 'aedes';
+import { MAX_CONNECTIONS_PER_USER } from '../core/rules.js';
+import type { BrokerContext } from './context.js';
+import { topics } from './topics.js';
+
+/** CONNACK return codes of MQTT 3.1.1 used here. */
+const IDENTIFIER_REJECTED = 2;
+const BAD_USERNAME_OR_PASSWORD = 4;
+const NOT_AUTHORIZED = 5;
+
+const DEVICE = /^[A-Za-z0-9_.-]{1,64}$/;
+const MAX_TIMER = 2 ** 31 - 1;
+
+/** Clients that sent an empty client id (the server then assigned one). */
+const assignedId = new WeakSet<Client>();
+
+export function preConnect(client: Client, packet: ConnectPacket, done: (err: Error | null, ok: boolean) => void) {
+  if (!packet.clientId) assignedId.add(client);
+  done(null, true);
+}
+
+/**
+ * CONNECT: username = account username, password = a login token. The client id must be empty
+ * (clean session only), the user's id, or `<userId>/<device>`. Installs the server's own will
+ * (offline presence) in place of any will the client sent.
+ */
+export function authenticate(ctx: BrokerContext) {
+  return (client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void) => {
+    const refuse = (code: number, message: string) => done(Object.assign(new Error(message), { returnCode: code }) as AuthenticateError, null);
+    if (!username || !password || password.length > 4096) return refuse(BAD_USERNAME_OR_PASSWORD, 'username and token required');
+
+    ctx.accounts.authenticate(password.toString('utf8')).then(
+      ({ user, session }) => {
+        if (user.username !== username.toLowerCase()) return refuse(BAD_USERNAME_OR_PASSWORD, 'token does not belong to this username');
+        const id = client.id;
+        const idOk = assignedId.has(client) ? client.clean : id === user.id || (id.startsWith(`${user.id}/`) && DEVICE.test(id.slice(user.id.length + 1)));
+        if (!idOk) return refuse(IDENTIFIER_REJECTED, 'client id must be empty (clean session), <userId> or <userId>/<device>');
+        if (ctx.connections.count(user.id, id) >= MAX_CONNECTIONS_PER_USER) {
+          return refuse(NOT_AUTHORIZED, `at most ${MAX_CONNECTIONS_PER_USER} connections per user`);
+        }
+
+        const conn = { user: { id: user.id, username: user.username, displayName: user.displayName }, sessionId: session.id, live: false, expiryTimer: undefined as NodeJS.Timeout | undefined };
+        ctx.connections.attach(client, conn);
+        // A token's connections end when it expires, as they end when it is revoked.
+        const closeAtExpiry = () => {
+          const left = session.expiresAt - Date.now();
+          if (left > 0) conn.expiryTimer = setTimeout(closeAtExpiry, Math.min(left, MAX_TIMER)).unref();
+          else client.close();
+        };
+        closeAtExpiry();
+        // Aedes keeps the will of a connection being set up in `_will` (not in its types).
+        (client as unknown as { _will: unknown })._will = {
+          topic: topics.presence(user.id),
+          payload: Buffer.from(JSON.stringify({ userId: user.id, status: 'offline', lastSeenAt: new Date().toISOString() })),
+          qos: 1,
+          retain: true,
+        };
+        done(null, true);
+      },
+      (err: Error) => refuse(BAD_USERNAME_OR_PASSWORD, err.message),
+    );
+  };
+}

@@ -1,0 +1,181 @@
+import { Aedes, type Client } from 'aedes';
+import type { FastifyBaseLogger } from 'fastify';
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import { type AddressInfo, type Server as NetServer, type Socket, createServer as createNetServer } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer } from 'node:tls';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+import type { Accounts } from '../core/accounts.js';
+import type { ControlBus } from '../core/bus.js';
+import { newId } from '../core/ids.js';
+import type { Membership } from '../core/membership.js';
+import type { Messenger } from '../core/messenger.js';
+import type { LocalPresence } from '../core/presence.js';
+import { LocalRateLimiter } from '../core/rate-limit.js';
+import {
+  CONNECT_BURST, CONNECT_PER_SECOND, CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES, TYPING_BURST, TYPING_PER_SECOND,
+} from '../core/rules.js';
+import type { Store } from '../core/store/store.js';
+import { authenticate, preConnect } from './authenticate.js';
+import { authorizeForward } from './authorize-forward.js';
+import { authorizePublish } from './authorize-publish.js';
+import { authorizeSubscribe } from './authorize-subscribe.js';
+import { Connections } from './connections.js';
+import type { BrokerContext } from './context.js';
+import { PacketGuard } from './packet-guard.js';
+import { onClientGone, onClientReady, publishAllOffline } from './presence.js';
+import { topics } from './topics.js';
+
+export interface BrokerDeps {
+  accounts: Accounts;
+  store: Store;
+  membership: Membership;
+  messenger: Messenger;
+  presence: LocalPresence;
+  bus: ControlBus;
+  log: FastifyBaseLogger;
+  tls?: { cert: Buffer; key: Buffer } | undefined;
+}
+
+/**
+ * The embedded MQTT broker: Aedes with the chat's authentication, ACL, message pipeline and
+ * presence, reachable over TCP (MQTT_PORT, TLS when configured) and WebSocket (/mqtt on the
+ * HTTP server).
+ */
+export class ChatBroker {
+  private tcp: NetServer | null = null;
+  private readonly wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    // A frame carries at most one packet of MAX_PACKET_BYTES plus its fixed header.
+    maxPayload: MAX_PACKET_BYTES + 5,
+    handleProtocols: (offered) => (offered.has('mqtt') ? 'mqtt' : offered.has('mqttv3.1') ? 'mqttv3.1' : false),
+  });
+  private readonly connectLimiter = new LocalRateLimiter(CONNECT_BURST, CONNECT_PER_SECOND);
+  private readonly unsubscribeBus: () => void;
+
+  private constructor(
+    readonly ctx: BrokerContext,
+    bus: ControlBus,
+    private readonly tlsOptions: { cert: Buffer; key: Buffer } | undefined,
+  ) {
+    const { aedes } = ctx;
+    aedes.on('clientReady', (client) => onClientReady(ctx, client));
+    aedes.on('clientDisconnect', (client) => onClientGone(ctx, client));
+    aedes.on('clientError', (client, err) => ctx.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));
+    aedes.on('connectionError', (_client, err) => ctx.log.debug({ err: err.message }, 'mqtt connection error'));
+
+    ctx.messenger.setDelivery({
+      toChat: (envelope) => this.publish(topics.messages(envelope.chatId), envelope),
+      toInbox: (userId, event) => this.publish(topics.inbox(userId), event),
+    });
+
+    this.unsubscribeBus = bus.subscribe((event) => {
+      if (event.type === 'session.revoked') {
+        for (const client of ctx.connections.ofSession(event.sessionId)) client.close();
+      } else if (event.type === 'member.removed') {
+        // End the removed member's live subscriptions to that chat (authorizeForward already
+        // stopped delivery the moment the membership cache changed).
+        const unsubscriptions = [topics.messages(event.chatId), topics.typing(event.chatId)];
+        for (const client of ctx.connections.ofUser(event.userId)) client.unsubscribe({ unsubscriptions } as never, () => {});
+      }
+    });
+  }
+
+  static async create(deps: BrokerDeps): Promise<ChatBroker> {
+    const ctx = {
+      accounts: deps.accounts,
+      store: deps.store,
+      membership: deps.membership,
+      messenger: deps.messenger,
+      presence: deps.presence,
+      connections: new Connections(),
+      typingLimiter: new LocalRateLimiter(TYPING_BURST, TYPING_PER_SECOND),
+      log: deps.log,
+      closing: false,
+    } as Omit<BrokerContext, 'aedes'> as BrokerContext;
+    ctx.aedes = await Aedes.createBroker({
+      id: newId(), // unique per start, so a restarted node never inherits a crashed one's identity
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      maxClientsIdLength: 128, // MQTT 3.1 clients: '<uuid>/<device>' exceeds the default 23
+      preConnect,
+      authenticate: authenticate(ctx),
+      authorizeSubscribe: authorizeSubscribe(ctx),
+      authorizePublish: authorizePublish(ctx),
+      authorizeForward: authorizeForward(ctx),
+    });
+    return new ChatBroker(ctx, deps.bus, deps.tls);
+  }
+
+  /** MQTT over TCP (TLS when configured). Resolves with the bound port. */
+  listenTcp(host: string, port: number): Promise<number> {
+    const onSocket = (socket: Socket) => {
+      socket.setNoDelay(true);
+      this.accept(socket, socket.remoteAddress);
+    };
+    const server = this.tlsOptions ? createTlsServer(this.tlsOptions, onSocket) : createNetServer(onSocket);
+    this.tcp = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.ctx.log.error({ err }, 'mqtt listener error'));
+        resolve((server.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  /** MQTT over WebSocket at /mqtt on the HTTP(S) server; other upgrade paths get 404. */
+  attachWebSocket(server: HttpServer) {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== '/mqtt' || this.ctx.closing) {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      socket.on('error', () => socket.destroy());
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        const stream = createWebSocketStream(ws);
+        stream.on('error', () => stream.destroy());
+        this.accept(stream, req.socket.remoteAddress, req);
+      });
+    });
+  }
+
+  private accept(stream: Duplex, ip: string | undefined, req?: IncomingMessage) {
+    if (this.ctx.closing || !this.connectLimiter.take(ip ?? 'unknown')) {
+      stream.destroy();
+      return;
+    }
+    const guarded = new PacketGuard(stream, MAX_PACKET_BYTES, (announced) =>
+      this.ctx.log.warn({ ip, announced, max: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'),
+    );
+    guarded.on('error', () => {});
+    this.ctx.aedes.handle(guarded, req);
+  }
+
+  private publish(topic: string, body: unknown) {
+    this.ctx.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(body)), qos: 1, retain: false, dup: false }, (err) => {
+      if (err) this.ctx.log.error({ err, topic }, 'publish failed');
+    });
+  }
+
+  /** Local clients, for tests and metrics. */
+  clientCount(): number {
+    return this.ctx.aedes.connectedClients;
+  }
+
+  /** Graceful shutdown: stop accepting, publish every local user offline, close connections. */
+  async close(): Promise<void> {
+    if (this.ctx.closing) return;
+    this.ctx.closing = true;
+    const tcpClosed = new Promise<void>((resolve) => (this.tcp ? this.tcp.close(() => resolve()) : resolve()));
+    await publishAllOffline(this.ctx);
+    await new Promise<void>((resolve) => this.ctx.aedes.close(() => resolve()));
+    this.wss.close();
+    this.unsubscribeBus();
+    await tcpClosed;
+  }
+}
+
+export type { Client };

@@ -1,0 +1,75 @@
+import type { Client } from 'aedes';
+
+/** What the broker knows about an authenticated connection. */
+export interface Conn {
+  user: { id: string; username: string; displayName: string };
+  sessionId: string;
+  /** Counted in presence (set once the connection is ready, cleared when it goes). */
+  live: boolean;
+  expiryTimer?: NodeJS.Timeout;
+}
+
+/** This node's authenticated connections, by client, by user and by login session. */
+export class Connections {
+  private readonly byClient = new WeakMap<Client, Conn>();
+  private readonly byUser = new Map<string, Set<Client>>();
+  private readonly bySession = new Map<string, Set<Client>>();
+
+  attach(client: Client, conn: Conn) {
+    this.byClient.set(client, conn);
+  }
+
+  get(client: Client): Conn | undefined {
+    return this.byClient.get(client);
+  }
+
+  /** Called when the connection is ready (CONNACK sent). */
+  add(client: Client, conn: Conn) {
+    conn.live = true;
+    add(this.byUser, conn.user.id, client);
+    add(this.bySession, conn.sessionId, client);
+  }
+
+  /** Called when it goes; returns its Conn if it had been added. */
+  remove(client: Client): Conn | undefined {
+    const conn = this.byClient.get(client);
+    if (!conn?.live) return undefined;
+    conn.live = false;
+    clearTimeout(conn.expiryTimer);
+    remove(this.byUser, conn.user.id, client);
+    remove(this.bySession, conn.sessionId, client);
+    return conn;
+  }
+
+  /** Live connections of a user, not counting the client id about to be taken over. */
+  count(userId: string, exceptClientId: string): number {
+    let n = 0;
+    for (const c of this.byUser.get(userId) ?? []) if (c.id !== exceptClientId) n++;
+    return n;
+  }
+
+  ofUser(userId: string): Client[] {
+    return [...(this.byUser.get(userId) ?? [])];
+  }
+
+  ofSession(sessionId: string): Client[] {
+    return [...(this.bySession.get(sessionId) ?? [])];
+  }
+
+  users(): string[] {
+    return [...this.byUser.keys()];
+  }
+}
+
+function add<K, V>(map: Map<K, Set<V>>, key: K, value: V) {
+  let set = map.get(key);
+  if (!set) map.set(key, (set = new Set()));
+  set.add(value);
+}
+
+function remove<K, V>(map: Map<K, Set<V>>, key: K, value: V) {
+  const set = map.get(key);
+  if (!set) return;
+  set.delete(value);
+  if (set.size === 0) map.delete(key);
+}

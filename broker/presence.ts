@@ -1,0 +1,38 @@
+import type { Client } from 'aedes';
+import type { BrokerContext } from './context.js';
+import { topics } from './topics.js';
+
+/**
+ * Presence: a user is online while at least one of its connections is up. Transitions are
+ * published retained on `users/{userId}/presence`, so a late subscriber gets the current
+ * value, and recorded as lastSeenAt in the store.
+ */
+export function publishPresence(ctx: BrokerContext, userId: string, status: 'online' | 'offline'): Promise<void> {
+  const at = Date.now();
+  const payload = Buffer.from(JSON.stringify({ userId, status, lastSeenAt: new Date(at).toISOString() }));
+  const stored = ctx.store.setLastSeen(userId, at).catch((err: unknown) => ctx.log.warn({ err, userId }, 'could not record lastSeenAt'));
+  const published = new Promise<void>((resolve) =>
+    ctx.aedes.publish({ cmd: 'publish', topic: topics.presence(userId), payload, qos: 1, retain: true, dup: false }, () => resolve()),
+  );
+  return Promise.all([stored, published]).then(() => undefined);
+}
+
+/** 'clientReady': the connection counts from now on. */
+export function onClientReady(ctx: BrokerContext, client: Client) {
+  const conn = ctx.connections.get(client);
+  if (!conn) return;
+  ctx.connections.add(client, conn);
+  if (ctx.presence.connected(conn.user.id)) void publishPresence(ctx, conn.user.id, 'online');
+}
+
+/** 'clientDisconnect': clean DISCONNECT, dropped socket, takeover, kick or shutdown alike. */
+export function onClientGone(ctx: BrokerContext, client: Client) {
+  const conn = ctx.connections.remove(client);
+  if (!conn) return;
+  if (ctx.presence.disconnected(conn.user.id) && !ctx.closing) void publishPresence(ctx, conn.user.id, 'offline');
+}
+
+/** Graceful shutdown: every local user goes offline before the broker closes. */
+export async function publishAllOffline(ctx: BrokerContext): Promise<void> {
+  await Promise.all(ctx.connections.users().map((userId) => publishPresence(ctx, userId, 'offline')));
+}

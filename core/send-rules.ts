@@ -1,0 +1,51 @@
+/**
+ * What a client may publish to `chats/{chatId}/messages`: the JSON object
+ * `{"text": "...", "clientMsgId": "..."}` and nothing else. Pure function, no I/O.
+ */
+export const MAX_TEXT_CODE_POINTS = 1000;
+export const MAX_CLIENT_MSG_ID = 64;
+
+export type RejectReason = 'too_long' | 'empty' | 'invalid_payload' | 'not_member' | 'rate_limited';
+
+export type SendInput = { ok: true; text: string; clientMsgId: string | null } | { ok: false; reason: RejectReason };
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** C0 controls except \t \n \r, DEL, C1 controls, and lone UTF-16 surrogates (from JSON
+ * escapes such as "\ud800", which no UTF-8 encoder can carry). */
+const FORBIDDEN = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\p{Cs}]/u;
+const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
+
+export function parseSend(payload: Uint8Array): SendInput {
+  let value: unknown;
+  try {
+    value = JSON.parse(utf8.decode(payload));
+  } catch {
+    return { ok: false, reason: 'invalid_payload' }; // binary, bad UTF-8, or not JSON
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, reason: 'invalid_payload' };
+  const fields = value as Record<string, unknown>;
+  for (const key of Object.keys(fields)) if (key !== 'text' && key !== 'clientMsgId') return { ok: false, reason: 'invalid_payload' };
+
+  const { text, clientMsgId } = fields;
+  if (clientMsgId !== undefined && (typeof clientMsgId !== 'string' || clientMsgId.length > MAX_CLIENT_MSG_ID || !PRINTABLE_ASCII.test(clientMsgId))) {
+    return { ok: false, reason: 'invalid_payload' };
+  }
+  if (typeof text !== 'string' || FORBIDDEN.test(text)) return { ok: false, reason: 'invalid_payload' };
+  if (text.trim() === '') return { ok: false, reason: 'empty' };
+  let codePoints = 0;
+  for (const _ of text) if (++codePoints > MAX_TEXT_CODE_POINTS) return { ok: false, reason: 'too_long' };
+  return { ok: true, text, clientMsgId: clientMsgId ?? null };
+}
+
+/** Typing indicators: `{"typing": true|false}`. */
+export function parseTyping(payload: Uint8Array): boolean | null {
+  try {
+    const v = JSON.parse(utf8.decode(payload)) as unknown;
+    if (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 1 && typeof (v as { typing?: unknown }).typing === 'boolean') {
+      return (v as { typing: boolean }).typing;
+    }
+  } catch {
+    /* fall through */
+  }
+  return null;
+}
