@@ -1,0 +1,112 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
+import mqtt from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectAs } from './helpers/mqtt.js';
+import { Http, type Json, tempDir } from './helpers/server.js';
+
+const MAIN = resolve('dist/main.js');
+
+interface Server { child: ChildProcess; http: Http; port: number; mqttPort: number }
+
+/** The built server as a child process, so it can be killed for real. */
+async function launch(dataDir: string): Promise<Server> {
+  const child = spawn(process.execPath, [MAIN], {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', DATA_DIR: dataDir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const http = /HTTP API listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+    const mq = /MQTT listening on mqtt:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+    if (http && mq) return { child, http: new Http(`http://127.0.0.1:${http[1]}`), port: Number(http[1]), mqttPort: Number(mq[1]) };
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`server did not start: ${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('durability: a PUBACK means the message is stored', () => {
+  const dataDir = tempDir('chat-kill-');
+  let server: Server | undefined;
+
+  beforeAll(() => {
+    if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
+  });
+  afterAll(async () => {
+    if (server && server.child.exitCode === null) {
+      server.child.kill('SIGKILL');
+      await once(server.child, 'exit');
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('loses none of the acknowledged messages when the server is SIGKILLed right after, and a retry stores each once', async () => {
+    server = await launch(dataDir);
+    const people: { user: Json; token: string }[] = [];
+    for (const name of ['kay', 'lee', 'max']) {
+      await server.http.post('/api/users', { username: name, password: 'durable-pass' });
+      const login = await server.http.post('/api/users/login', { username: name, password: 'durable-pass' });
+      people.push({ user: login.body.user, token: login.body.token });
+    }
+    const chat = (await server.http.post('/api/chats', { type: 'group', name: 'kept', memberIds: [people[1]!.user.id, people[2]!.user.id] }, people[0]!.token)).body.chat;
+    const topic = `chats/${chat.id}/messages`;
+    const clients = await Promise.all(people.map((p) => connectAs(server!, p)));
+
+    // Three senders pipeline 25 QoS 1 publishes each; the server dies the moment the 50th PUBACK arrives.
+    const acked = new Set<string>();
+    const sent: { client: mqtt.MqttClient; id: string; text: string }[] = [];
+    const child = server.child;
+    const killed = once(child, 'exit');
+    await new Promise<void>((resolveKill) => {
+      clients.forEach((c, who) => {
+        for (let i = 0; i < 25; i++) {
+          const id = `${who}-${i}`;
+          const text = `message ${id}`;
+          sent.push({ client: c.client, id, text });
+          c.client.publish(topic, JSON.stringify({ text, clientMsgId: id }), { qos: 1 }, (err) => {
+            if (err || child.exitCode !== null || child.signalCode !== null) return;
+            acked.add(id);
+            if (acked.size === 50) {
+              child.kill('SIGKILL');
+              resolveKill();
+            }
+          });
+        }
+      });
+    });
+    await killed;
+    clients.forEach((c) => c.client.end(true));
+    expect(acked.size).toBeGreaterThanOrEqual(50);
+
+    server = await launch(dataDir);
+    const log = async () => (await server!.http.get(`/api/messages/${chat.id}?limit=100`, people[0]!.token)).body.messages as Json[];
+    const afterCrash = await log();
+    const storedIds = afterCrash.filter((m) => m.type === 'message').map((m) => m.clientMsgId as string);
+    for (const id of acked) expect(storedIds).toContain(id);
+    expect(afterCrash.map((m) => m.seq)).toEqual(Array.from({ length: afterCrash.length }, (_, i) => i + 1));
+    expect(new Set(storedIds).size).toBe(storedIds.length);
+
+    // Every sender now retries everything it sent (what a client does with unacknowledged
+    // messages after reconnecting, here also the acknowledged ones): each lands exactly once.
+    const again = await Promise.all(people.map((p) => connectAs(server!, p)));
+    await Promise.all(
+      again.flatMap((c, who) =>
+        sent.filter((s) => s.id.startsWith(`${who}-`)).map((s) => c.client.publishAsync(topic, JSON.stringify({ text: s.text, clientMsgId: s.id }), { qos: 1 })),
+      ),
+    );
+    await Promise.all(again.map((c) => c.end()));
+    const final = await log();
+    const finalIds = final.filter((m) => m.type === 'message').map((m) => m.clientMsgId as string);
+    expect(finalIds.sort()).toEqual(sent.map((s) => s.id).sort());
+    expect(final.map((m) => m.seq)).toEqual(Array.from({ length: 76 }, (_, i) => i + 1));
+    for (const m of final.filter((x) => x.type === 'message')) expect(m.text).toBe(`message ${m.clientMsgId}`);
+
+    server.child.kill('SIGTERM');
+    expect((await once(server.child, 'exit'))[0]).toBe(0);
+  });
+});
