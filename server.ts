@@ -10,6 +10,7 @@ import { Chats } from './core/chats.js';
 import type { Config } from './core/config.js';
 import { Membership } from './core/membership.js';
 import { Messenger } from './core/messenger.js';
+import { Metrics } from './core/metrics.js';
 import { LocalPresence } from './core/presence.js';
 import { LocalRateLimiter } from './core/rate-limit.js';
 import { SEND_BURST, SEND_PER_SECOND } from './core/rules.js';
@@ -46,6 +47,7 @@ export async function startServer(config: Config): Promise<Running> {
   const accounts = new Accounts(store, config.jwtSecret, config.tokenTtl, bus);
   const membership = new Membership(store, bus);
   const archive = new StoreArchive(store);
+  const metrics = new Metrics();
   let app: FastifyInstance | undefined;
   const messenger = new Messenger({
     store,
@@ -54,10 +56,13 @@ export async function startServer(config: Config): Promise<Running> {
     membership,
     rateLimiter: new LocalRateLimiter(SEND_BURST, SEND_PER_SECOND),
     bus,
+    metrics,
     onError: (err, what) => app?.log.error({ err }, `failed: ${what}`),
   });
-  app = await buildApi(config, { store, presence, accounts, chats: new Chats(store, messenger) });
+  app = await buildApi(config, { store, presence, accounts, metrics, chats: new Chats(store, messenger) });
   const broker = await ChatBroker.create({ accounts, store, membership, messenger, presence, bus, log: app.log, tls: config.tls });
+  metrics.gauge('chat_mqtt_connections', 'MQTT connections on this node', () => broker.clientCount());
+  metrics.gauge('chat_online_users', 'Users with at least one MQTT connection', () => presence.count());
   broker.attachWebSocket(app.server);
 
   const shutdown = async () => {

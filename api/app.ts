@@ -8,6 +8,7 @@ import type { Accounts, Authenticated } from '../core/accounts.js';
 import type { Chats } from '../core/chats.js';
 import type { Config } from '../core/config.js';
 import { type ErrorCode, errorStatus, isAppError, unauthorized } from '../core/errors.js';
+import type { Metrics } from '../core/metrics.js';
 import type { PresenceView } from '../core/presence.js';
 import type { Store } from '../core/store/store.js';
 import { Presenter } from './present.js';
@@ -23,6 +24,7 @@ export interface ApiDeps {
   accounts: Accounts;
   chats: Chats;
   presence: PresenceView;
+  metrics: Metrics;
   presenter: Presenter;
 }
 
@@ -80,6 +82,8 @@ export async function buildApi(config: Pick<Config, 'logLevel' | 'tls'>, deps: O
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
   const full: ApiDeps = { ...deps, presenter: new Presenter(deps.store, deps.presence) };
+  const responses = deps.metrics.counter('chat_http_responses_total', 'HTTP responses by status code');
+  app.addHook('onResponse', async (_req, reply) => responses({ status: String(reply.statusCode) }));
   app.decorateRequest('auth', null);
   await app.register(healthRoutes, { deps: full });
   await app.register(

@@ -3,6 +3,7 @@ import type { ControlBus } from './bus.js';
 import type { Envelope, MessageEnvelope, SystemEnvelope, SystemEvent } from './envelope.js';
 import { newId } from './ids.js';
 import type { Membership } from './membership.js';
+import type { Metrics } from './metrics.js';
 import type { RateLimiter } from './rate-limit.js';
 import { type RejectReason, parseSend } from './send-rules.js';
 import type { Sequencer } from './sequencer.js';
@@ -47,9 +48,14 @@ export class Messenger {
       membership: Membership;
       rateLimiter: RateLimiter;
       bus: ControlBus;
+      metrics: Metrics;
       onError: (err: unknown, what: string) => void;
     },
-  ) {}
+  ) {
+    this.count = deps.metrics.counter('chat_messages_total', 'Chat messages sent over MQTT, by result (accepted, duplicate, rejected) and reason');
+  }
+
+  private readonly count: (labels?: Record<string, string>) => void;
 
   setDelivery(delivery: Delivery) {
     this.delivery = delivery;
@@ -67,7 +73,10 @@ export class Messenger {
       const earlier = this.recent.get(key);
       if (!earlier) break;
       const result = await earlier.catch(() => null);
-      if (result) return { status: 'duplicate', envelope: result.envelope };
+      if (result) {
+        this.count({ result: 'duplicate' });
+        return { status: 'duplicate', envelope: result.envelope };
+      }
       if (this.recent.get(key) === earlier) this.recent.delete(key); // it failed: try afresh
     }
     if (!this.deps.rateLimiter.take(sender.id)) return this.reject(sender.id, chatId, input.clientMsgId, 'rate_limited');
@@ -87,6 +96,7 @@ export class Messenger {
     })();
     if (key !== null) this.remember(key, attempt);
     const { fresh, envelope } = await attempt;
+    this.count({ result: fresh ? 'accepted' : 'duplicate' });
     return { status: fresh ? 'accepted' : 'duplicate', envelope };
   }
 
@@ -128,6 +138,7 @@ export class Messenger {
   }
 
   private reject(senderId: string, chatId: string, clientMsgId: string | null, reason: RejectReason): SendResult {
+    this.count({ result: 'rejected', reason });
     this.delivery?.toInbox(senderId, { type: 'message.rejected', chatId, clientMsgId, reason });
     return { status: 'rejected', reason };
   }

@@ -30,6 +30,10 @@ export class LocalPresence implements PresenceView {
     return this.connections.delete(userId);
   }
 
+  count(): number {
+    return this.connections.size;
+  }
+
   async onlineAmong(userIds: readonly string[]): Promise<Set<string>> {
     return new Set(userIds.filter((id) => this.connections.has(id)));
   }

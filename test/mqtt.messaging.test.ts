@@ -157,6 +157,19 @@ describe('MQTT messaging', () => {
     expect(log.map((m) => m.event)).toEqual(['chat.created', 'member.joined', 'member.left']);
     expect(log.slice(1)).toEqual(live.map((m) => m.json));
   });
+
+  it('exposes Prometheus metrics at /metrics that count what happened', async () => {
+    const res = await fetch(`${srv.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await res.text();
+    const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}"]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1]);
+    // Earlier tests in this file: 4 direct-chat sends, 2 in the hundred group, 30 busy ones.
+    expect(value('chat_messages_total{result="accepted"}')).toBeGreaterThanOrEqual(36);
+    expect(value('chat_mqtt_connections')).toBeGreaterThanOrEqual(0);
+    expect(text).toMatch(/^# TYPE chat_http_responses_total counter$/m);
+    expect(value('chat_http_responses_total{status="200"}')).toBeGreaterThan(0);
+  });
 });
 
 async function waitUntil(check: () => boolean, ms = 5000) {
