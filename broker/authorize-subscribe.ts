@@ -5,25 +5,41 @@ import { parseTopic } from './topics.js';
 /**
  * SUBSCRIBE: allowed by the topic table only. A refused topic gets the failure return code
  * (0x80) in the SUBACK and the connection stays up, so a client that re-subscribes to a chat
- * it has left after a reconnect is told, not disconnected. QoS is capped: 1 for messages,
- * presence and inbox, 0 for typing.
+ * it has left after a reconnect is told, not disconnected. QoS is capped by capRequestedQos.
  */
+/** Highest QoS a topic is served with: typing is fire-and-forget, the rest at least once. */
+export const maxQos = (topic: string): 0 | 1 => (topic.endsWith('/typing') ? 0 : 1);
+
+/**
+ * Aedes writes the SUBACK with the QoS the client asked for, whatever authorizeSubscribe
+ * returns, so the cap is applied to the SUBSCRIBE packet itself as it leaves the parser,
+ * before Aedes handles it: the SUBACK then reports what is really granted (MQTT 3.1.1
+ * §3.9.3) and the subscription is stored with that QoS.
+ */
+export function capRequestedQos(client: Client) {
+  const parser = (client as unknown as { _parser: import('node:events').EventEmitter })._parser;
+  parser.prependListener('packet', (packet: { cmd: string; subscriptions?: Subscription[] }) => {
+    if (packet.cmd !== 'subscribe' || !packet.subscriptions) return;
+    for (const sub of packet.subscriptions) sub.qos = Math.min(sub.qos, maxQos(sub.topic)) as 0 | 1;
+  });
+}
+
 export function authorizeSubscribe(ctx: BrokerContext) {
   return (client: Client, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void) => {
     const conn = ctx.connections.get(client);
     const topic = parseTopic(sub.topic, { subscription: true });
     if (!conn || !topic) return done(null, null);
-    const grant = (maxQos: 0 | 1) => done(null, { ...sub, qos: Math.min(sub.qos, maxQos) as 0 | 1 });
+    const grant = () => done(null, sub);
 
     switch (topic.kind) {
       case 'presence':
-        return grant(1);
+        return grant();
       case 'inbox':
-        return topic.userId === conn.user.id ? grant(1) : done(null, null);
+        return topic.userId === conn.user.id ? grant() : done(null, null);
       case 'messages':
       case 'typing':
         ctx.membership.check(topic.chatId, conn.user.id).then(
-          (member) => (member ? grant(topic.kind === 'typing' ? 0 : 1) : done(null, null)),
+          (member) => (member ? grant() : done(null, null)),
           (err: unknown) => {
             ctx.log.error({ err, topic: sub.topic }, 'membership check failed');
             done(null, null);

@@ -19,7 +19,7 @@ import type { Store } from '../core/store/store.js';
 import { authenticate, preConnect } from './authenticate.js';
 import { authorizeForward } from './authorize-forward.js';
 import { authorizePublish } from './authorize-publish.js';
-import { authorizeSubscribe } from './authorize-subscribe.js';
+import { authorizeSubscribe, capRequestedQos } from './authorize-subscribe.js';
 import { Connections } from './connections.js';
 import type { BrokerContext } from './context.js';
 import { PacketGuard } from './packet-guard.js';
@@ -47,8 +47,8 @@ export class ChatBroker {
   private readonly wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
-    // A frame carries at most one packet of MAX_PACKET_BYTES plus its fixed header.
-    maxPayload: MAX_PACKET_BYTES + 5,
+    // mqtt.js and browsers send one packet per frame; PacketGuard checks packets exactly.
+    maxPayload: MAX_PACKET_BYTES,
     handleProtocols: (offered) => (offered.has('mqtt') ? 'mqtt' : offered.has('mqttv3.1') ? 'mqttv3.1' : false),
   });
   private readonly connectLimiter = new LocalRateLimiter(CONNECT_BURST, CONNECT_PER_SECOND);
@@ -151,7 +151,7 @@ export class ChatBroker {
       this.ctx.log.warn({ ip, announced, max: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'),
     );
     guarded.on('error', () => {});
-    this.ctx.aedes.handle(guarded, req);
+    capRequestedQos(this.ctx.aedes.handle(guarded, req));
   }
 
   private publish(topic: string, body: unknown) {

@@ -4,7 +4,7 @@ import { Duplex } from 'node:stream';
  * Aedes has no maximum packet size: its parser buffers whatever length a fixed header
  * announces. PacketGuard sits between the socket and Aedes, reads each packet's
  * remaining-length field as bytes arrive, and destroys the connection as soon as a packet
- * announces more than `maxPacket` bytes, before any of its body is buffered.
+ * (fixed header included) would exceed `maxPacket` bytes, before any of its body is buffered.
  */
 export class PacketGuard extends Duplex {
   private state: 'type' | 'length' | 'body' = 'type';
@@ -43,8 +43,9 @@ export class PacketGuard extends Duplex {
         this.length += (byte & 0x7f) * this.multiplier;
         this.multiplier *= 128;
         this.lengthBytes++;
-        if (this.length > this.maxPacket) {
-          this.onOversize(this.length);
+        // The whole packet: type byte, length bytes so far, and the body they announce.
+        if (1 + this.lengthBytes + this.length > this.maxPacket) {
+          this.onOversize(1 + this.lengthBytes + this.length);
           this.destroy();
           return false;
         }

@@ -30,8 +30,9 @@ export class Chats {
     if (otherId === callerId) throw invalidInput('a direct chat needs another user');
     await this.requireUsers([otherId]);
     const result = await this.store.createDirectChat({ id: newId(), userIds: [callerId, otherId], createdAt: Date.now() });
-    if (result.created) await this.events.chatCreated(result.chat, callerId);
-    return result;
+    if (!result.created) return result;
+    await this.events.chatCreated(result.chat, callerId);
+    return { chat: await this.reload(result.chat), created: true };
   }
 
   async createGroup(callerId: string, input: { name: string; memberIds: readonly string[]; visibility?: Visibility | undefined }): Promise<ChatRecord> {
@@ -44,7 +45,7 @@ export class Chats {
       id: newId(), name, visibility: input.visibility ?? 'private', ownerId: callerId, memberIds, createdAt: Date.now(),
     });
     await this.events.chatCreated(chat, callerId);
-    return chat;
+    return this.reload(chat);
   }
 
   /** Members see any chat; everyone sees public groups. */
@@ -75,7 +76,7 @@ export class Chats {
     await this.requireUsers(userIds);
     const result = await this.store.addMembers(chat.id, userIds, MAX_GROUP_MEMBERS, Date.now());
     await this.events.membersAdded(result.chat, result.added, callerId);
-    return result;
+    return { chat: await this.reload(result.chat), added: result.added };
   }
 
   /** A member leaves, or the owner removes a member. */
@@ -100,6 +101,11 @@ export class Chats {
       throw invalidInput('after must be smaller than before');
     }
     return this.store.listMessages(chatId, range);
+  }
+
+  /** The chat as stored after its system messages (their seqs raise lastSeq). */
+  private async reload(chat: ChatRecord): Promise<ChatRecord> {
+    return (await this.store.getChat(chat.id)) ?? chat;
   }
 
   private async requireUsers(ids: readonly string[]): Promise<void> {

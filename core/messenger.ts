@@ -63,7 +63,7 @@ export class Messenger {
 
   async send(sender: { id: string; displayName: string }, chatId: string, payload: Uint8Array): Promise<SendResult> {
     const input = parseSend(payload);
-    if (!input.ok) return this.reject(sender.id, chatId, null, input.reason);
+    if (!input.ok) return this.reject(sender.id, chatId, input.clientMsgId, input.reason);
     if (!(await this.deps.membership.check(chatId, sender.id))) return this.reject(sender.id, chatId, input.clientMsgId, 'not_member');
 
     const key = input.clientMsgId === null ? null : `${chatId}\n${sender.id}\n${input.clientMsgId}`;

@@ -7,7 +7,9 @@ export const MAX_CLIENT_MSG_ID = 64;
 
 export type RejectReason = 'too_long' | 'empty' | 'invalid_payload' | 'not_member' | 'rate_limited';
 
-export type SendInput = { ok: true; text: string; clientMsgId: string | null } | { ok: false; reason: RejectReason };
+/** On refusal, `clientMsgId` is the sender's key when that part was valid, so the client can
+ * tell which of its pending sends failed. */
+export type SendInput = { ok: true; text: string; clientMsgId: string | null } | { ok: false; reason: RejectReason; clientMsgId: string | null };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** C0 controls except \t \n \r, DEL, C1 controls, and lone UTF-16 surrogates (from JSON
@@ -20,21 +22,22 @@ export function parseSend(payload: Uint8Array): SendInput {
   try {
     value = JSON.parse(utf8.decode(payload));
   } catch {
-    return { ok: false, reason: 'invalid_payload' }; // binary, bad UTF-8, or not JSON
+    return { ok: false, reason: 'invalid_payload', clientMsgId: null }; // binary, bad UTF-8, or not JSON
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, reason: 'invalid_payload' };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, reason: 'invalid_payload', clientMsgId: null };
   const fields = value as Record<string, unknown>;
-  for (const key of Object.keys(fields)) if (key !== 'text' && key !== 'clientMsgId') return { ok: false, reason: 'invalid_payload' };
+  const { text, clientMsgId: rawId } = fields;
+  const idOk = rawId === undefined || (typeof rawId === 'string' && rawId.length <= MAX_CLIENT_MSG_ID && PRINTABLE_ASCII.test(rawId));
+  const clientMsgId = idOk && typeof rawId === 'string' ? rawId : null;
+  const refuse = (reason: RejectReason): SendInput => ({ ok: false, reason, clientMsgId });
 
-  const { text, clientMsgId } = fields;
-  if (clientMsgId !== undefined && (typeof clientMsgId !== 'string' || clientMsgId.length > MAX_CLIENT_MSG_ID || !PRINTABLE_ASCII.test(clientMsgId))) {
-    return { ok: false, reason: 'invalid_payload' };
-  }
-  if (typeof text !== 'string' || FORBIDDEN.test(text)) return { ok: false, reason: 'invalid_payload' };
-  if (text.trim() === '') return { ok: false, reason: 'empty' };
+  if (!idOk) return refuse('invalid_payload');
+  for (const key of Object.keys(fields)) if (key !== 'text' && key !== 'clientMsgId') return refuse('invalid_payload');
+  if (typeof text !== 'string' || FORBIDDEN.test(text)) return refuse('invalid_payload');
+  if (text.trim() === '') return refuse('empty');
   let codePoints = 0;
-  for (const _ of text) if (++codePoints > MAX_TEXT_CODE_POINTS) return { ok: false, reason: 'too_long' };
-  return { ok: true, text, clientMsgId: clientMsgId ?? null };
+  for (const _ of text) if (++codePoints > MAX_TEXT_CODE_POINTS) return refuse('too_long');
+  return { ok: true, text, clientMsgId };
 }
 
 /** Typing indicators: `{"typing": true|false}`. */

@@ -23,7 +23,8 @@ describe('REST chats: /api/chats', () => {
       expect(first.status).toBe(201);
       expect(first.body.chat).toEqual({
         id: expect.any(String), number: expect.any(Number), type: 'direct', name: null, visibility: 'private', ownerId: null,
-        members: [alice.user, bob.user], memberCount: 2, lastSeq: 0, createdAt: expect.any(String),
+        // seq 1 is the chat.created system message
+        members: [alice.user, bob.user], memberCount: 2, lastSeq: 1, createdAt: expect.any(String),
       });
       const again = await srv.http.post('/api/chats', { type: 'direct', memberIds: [alice.user.id] }, bob.token);
       expect(again.status).toBe(200);
@@ -58,7 +59,7 @@ describe('REST chats: /api/chats', () => {
     it('creates a private group by default with the creator as owner and first member', async () => {
       const res = await createGroup(alice.token, { name: '  Book club  ', memberIds: [bob.user.id, alice.user.id, bob.user.id] });
       expect(res.status).toBe(201);
-      expect(res.body.chat).toMatchObject({ type: 'group', name: 'Book club', visibility: 'private', ownerId: alice.user.id, memberCount: 2, lastSeq: 0 });
+      expect(res.body.chat).toMatchObject({ type: 'group', name: 'Book club', visibility: 'private', ownerId: alice.user.id, memberCount: 2, lastSeq: 1 });
       expect(res.body.chat.members).toEqual([alice.user, bob.user]);
     });
 
