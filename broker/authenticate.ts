@@ -9,7 +9,6 @@ const BAD_USERNAME_OR_PASSWORD = 4;
 const NOT_AUTHORIZED = 5;
 
 const DEVICE = /^[A-Za-z0-9_.-]{1,64}$/;
-const MAX_TIMER = 2 ** 31 - 1;
 
 /** Clients that sent an empty client id (the server then assigned one). */
 const assignedId = new WeakSet<Client>();
@@ -39,15 +38,12 @@ export function authenticate(ctx: BrokerContext) {
           return refuse(NOT_AUTHORIZED, `at most ${MAX_CONNECTIONS_PER_USER} connections per user`);
         }
 
-        const conn = { user: { id: user.id, username: user.username, displayName: user.displayName }, sessionId: session.id, live: false, expiryTimer: undefined as NodeJS.Timeout | undefined };
-        ctx.connections.attach(client, conn);
-        // A token's connections end when it expires, as they end when it is revoked.
-        const closeAtExpiry = () => {
-          const left = session.expiresAt - Date.now();
-          if (left > 0) conn.expiryTimer = setTimeout(closeAtExpiry, Math.min(left, MAX_TIMER)).unref();
-          else client.close();
-        };
-        closeAtExpiry();
+        ctx.connections.attach(client, {
+          user: { id: user.id, username: user.username, displayName: user.displayName },
+          sessionId: session.id,
+          expiresAt: session.expiresAt,
+          live: false,
+        });
         // Aedes keeps the will of a connection being set up in `_will` (not in its types).
         (client as unknown as { _will: unknown })._will = {
           topic: topics.presence(user.id),

@@ -4,10 +4,14 @@ import type { Client } from 'aedes';
 export interface Conn {
   user: { id: string; username: string; displayName: string };
   sessionId: string;
+  /** When the login token expires (ms); the connection is closed then. */
+  expiresAt: number;
   /** Counted in presence (set once the connection is ready, cleared when it goes). */
   live: boolean;
   expiryTimer?: NodeJS.Timeout;
 }
+
+const MAX_TIMER = 2 ** 31 - 1;
 
 /** This node's authenticated connections, by client, by user and by login session. */
 export class Connections {
@@ -23,11 +27,18 @@ export class Connections {
     return this.byClient.get(client);
   }
 
-  /** Called when the connection is ready (CONNACK sent). */
+  /** Called when the connection is ready (CONNACK sent). A token's connections end when it
+   * expires, as they end when it is revoked. */
   add(client: Client, conn: Conn) {
     conn.live = true;
     add(this.byUser, conn.user.id, client);
     add(this.bySession, conn.sessionId, client);
+    const closeAtExpiry = () => {
+      const left = conn.expiresAt - Date.now();
+      if (left > 0) conn.expiryTimer = setTimeout(closeAtExpiry, Math.min(left, MAX_TIMER)).unref();
+      else client.close();
+    };
+    closeAtExpiry();
   }
 
   /** Called when it goes; returns its Conn if it had been added. */

@@ -17,10 +17,15 @@ export function publishPresence(ctx: BrokerContext, userId: string, status: 'onl
   return Promise.all([stored, published]).then(() => undefined);
 }
 
-/** 'clientReady': the connection counts from now on. */
+/**
+ * 'clientReady': the connection counts from now on. When the socket closes during Aedes' last
+ * connect steps, 'clientDisconnect' comes first and 'clientReady' after it; such a client is
+ * already closed and must not be counted, or it would stay online (and hold a connection slot)
+ * for ever.
+ */
 export function onClientReady(ctx: BrokerContext, client: Client) {
   const conn = ctx.connections.get(client);
-  if (!conn) return;
+  if (!conn || client.closed) return;
   ctx.connections.add(client, conn);
   if (ctx.presence.connected(conn.user.id)) void publishPresence(ctx, conn.user.id, 'online');
 }

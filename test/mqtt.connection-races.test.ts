@@ -1,0 +1,53 @@
+import { connect as tcpConnect } from 'node:net';
+import mqttPacket from 'mqtt-packet';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectAs } from './helpers/mqtt.js';
+import { type TestServer, type UserDto, startTestServer } from './helpers/server.js';
+
+/**
+ * Connections that end while the server is still setting them up. Aedes then reports the
+ * disconnect before the connection is ready; none of them may be counted as online or hold
+ * one of the user's connection slots.
+ */
+describe('connections that close during CONNECT', () => {
+  let srv: TestServer;
+  let who: { user: UserDto; token: string };
+
+  beforeAll(async () => {
+    srv = await startTestServer();
+    who = await srv.signUp();
+  });
+  afterAll(() => srv.stop());
+
+  /** Sends CONNECT on a raw socket and drops it: at once, or as soon as the CONNACK arrives. */
+  const dropDuringConnect = (clientId: string, when: 'at-once' | 'on-connack') =>
+    new Promise<void>((resolve) => {
+      const socket = tcpConnect(srv.mqttPort, '127.0.0.1');
+      socket.on('error', () => {});
+      socket.on('close', () => resolve());
+      socket.on('connect', () => {
+        socket.write(mqttPacket.generate({
+          cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId,
+          username: who.user.username, password: Buffer.from(who.token),
+        }));
+        if (when === 'at-once') socket.destroy();
+      });
+      socket.on('data', () => socket.destroy());
+    });
+
+  it('leaves the user offline with every connection slot free', async () => {
+    for (let i = 0; i < 30; i++) await dropDuringConnect(`${who.user.id}/race${i}`, i % 2 ? 'at-once' : 'on-connack');
+    await Promise.all(Array.from({ length: 20 }, (_, i) => dropDuringConnect(`${who.user.id}/burst${i}`, 'on-connack')));
+
+    const deadline = Date.now() + 5000;
+    while (srv.broker.clientCount() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(srv.broker.clientCount()).toBe(0);
+    const online = await srv.http.get('/api/users', who.token);
+    expect(online.body.users.map((u: UserDto) => u.id)).not.toContain(who.user.id);
+
+    // All ten slots are free: ten devices connect.
+    const devices = await Promise.all(Array.from({ length: 10 }, (_, i) => connectAs(srv, who, { clientId: `${who.user.id}/d${i}` })));
+    expect(devices.every((d) => d.client.connected)).toBe(true);
+    await Promise.all(devices.map((d) => d.end()));
+  });
+});
