@@ -75,20 +75,30 @@ describe('MQTT messaging', () => {
 
     it('works with a client that is not JavaScript: mosquitto_sub and mosquitto_pub', async () => {
       const before = a.on(topic).length;
+      const cliId = `${bob.user.id}/cli`;
+      const aedes = srv.broker.ctx.aedes;
+      const subscribed = new Promise<void>((resolve) => {
+        const onSubscribe = (_subs: unknown, client: { id: string }) => {
+          if (client.id !== cliId) return;
+          aedes.off('subscribe', onSubscribe);
+          resolve();
+        };
+        aedes.on('subscribe', onSubscribe);
+      });
       const sub = spawn('mosquitto_sub', [
-        '-h', '127.0.0.1', '-p', String(srv.mqttPort), '-u', 'bob', '-P', bob.token, '-i', `${bob.user.id}/cli`,
+        '-h', '127.0.0.1', '-p', String(srv.mqttPort), '-u', 'bob', '-P', bob.token, '-i', cliId,
         '-q', '1', '-t', topic, '-C', '1', '-W', '20',
       ]);
+      // Listen for the exit now: mosquitto_sub may exit before mosquitto_pub returns.
+      const exited = new Promise<number | null>((resolve) => sub.on('exit', resolve));
       let out = '';
       sub.stdout.on('data', (d) => (out += d));
-      // Wait until bob's command-line client is connected (it shows up in presence-free terms as a second device).
-      await waitUntil(() => srv.broker.clientCount() >= 3);
+      await subscribed; // bob's command-line client is connected and subscribed
       await run('mosquitto_pub', [
         '-h', '127.0.0.1', '-p', String(srv.mqttPort), '-u', 'alice', '-P', alice.token, '-i', `${alice.user.id}/cli`,
         '-q', '1', '-t', topic, '-m', JSON.stringify({ text: 'sent from mosquitto_pub', clientMsgId: 'cli-1' }),
       ]);
-      const code = await new Promise<number | null>((resolve) => sub.on('exit', resolve));
-      expect(code).toBe(0);
+      expect(await exited).toBe(0);
       const envelope = JSON.parse(out.trim());
       expect(envelope).toMatchObject({ type: 'message', senderId: alice.user.id, text: 'sent from mosquitto_pub', clientMsgId: 'cli-1', seq: 5 });
       const [, ...fromMqttJs] = await a.waitFor(before + 1, topic);
@@ -171,11 +181,3 @@ describe('MQTT messaging', () => {
     expect(value('chat_http_responses_total{status="200"}')).toBeGreaterThan(0);
   });
 });
-
-async function waitUntil(check: () => boolean, ms = 5000) {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
