@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../core/ids.js';
 import { MAX_CONNECTIONS_PER_USER } from '../core/rules.js';
 import { issueToken } from '../core/tokens.js';
-import { type Connected, type Received, closed, connackCode, connectAs, sleep, subscribeGranted } from './helpers/mqtt.js';
+import { type Connected, closed, connackCode, connectAs, sleep, subscribeGranted, until } from './helpers/mqtt.js';
 import { type Json, TEST_SECRET, type TestServer, type UserDto, startTestServer } from './helpers/server.js';
 
 /**
@@ -21,19 +21,6 @@ const typingTopic = (chatId: string) => `chats/${chatId}/typing`;
 const inboxTopic = (userId: string) => `users/${userId}/inbox`;
 const presenceTopic = (userId: string) => `users/${userId}/presence`;
 const REFUSED = 128;
-
-/** Resolves with the first message on `topic` matching `pred` (already received or coming). */
-async function until(conn: Connected, topic: string, pred: (m: Received) => boolean, ms = 5000): Promise<Received> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const seen = conn.on(topic);
-    const hit = seen.find(pred);
-    if (hit) return hit;
-    const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`timed out waiting on ${topic}; got ${JSON.stringify(seen.map((m) => m.json))}`);
-    await conn.waitFor(seen.length + 1, topic, left).catch(() => undefined);
-  }
-}
 
 /** A hand-written MQTT 3.1.1 CONNECT, for what mqtt.js will not send (an empty client id with a
  * persistent session, a password without a username). Resolves with the CONNACK return code. */

@@ -1,42 +1,17 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, rmSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { rmSync } from 'node:fs';
 import mqtt from 'mqtt';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { connectAs } from './helpers/mqtt.js';
-import { Http, type Json, tempDir } from './helpers/server.js';
+import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
+import { type Json, tempDir } from './helpers/server.js';
 
-const MAIN = resolve('dist/main.js');
-
-interface Server { child: ChildProcess; http: Http; port: number; mqttPort: number }
-
-/** The built server as a child process, so it can be killed for real. */
-async function launch(dataDir: string): Promise<Server> {
-  const child = spawn(process.execPath, [MAIN], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', DATA_DIR: dataDir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const http = /HTTP API listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-    const mq = /MQTT listening on mqtt:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-    if (http && mq) return { child, http: new Http(`http://127.0.0.1:${http[1]}`), port: Number(http[1]), mqttPort: Number(mq[1]) };
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`server did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const launch = (dataDir: string) => serverReady(launchServer({ DATA_DIR: dataDir }));
 
 describe('durability: a PUBACK means the message is stored', () => {
   const dataDir = tempDir('chat-kill-');
-  let server: Server | undefined;
+  let server: ReadyServer | undefined;
 
-  beforeAll(() => {
-    if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
-  });
   afterAll(async () => {
     if (server && server.child.exitCode === null) {
       server.child.kill('SIGKILL');

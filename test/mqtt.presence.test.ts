@@ -1,8 +1,6 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { existsSync, rmSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ServerProcess, launchServer, serverExit, serverReady } from './helpers/process.js';
 import { type Connected, type Received, closed, connectAs, sleep, subscribeGranted } from './helpers/mqtt.js';
 import { Http, type Json, type TestServer, startTestServer, tempDir } from './helpers/server.js';
 
@@ -233,48 +231,13 @@ describe('presence (in-process server)', () => {
 // ---------------------------------------------------------------------------------------------
 // Graceful shutdown, with the built server as a child process (node dist/main.js).
 
-const MAIN = resolve('dist/main.js');
-
-interface Proc { child: ChildProcess; output: () => string }
-
-function launch(dataDir: string): Proc {
-  const child = spawn(process.execPath, [MAIN], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', DATA_DIR: dataDir },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  return { child, output: () => out };
-}
-
-async function ready(proc: Proc): Promise<{ url: string; port: number; mqttPort: number }> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    const http = /HTTP API listening on (http:\/\/127\.0\.0\.1:(\d+))/.exec(proc.output());
-    const mqtt = /MQTT listening on mqtt:\/\/127\.0\.0\.1:(\d+) and ws:\/\//.exec(proc.output());
-    if (http && mqtt) return { url: http[1]!, port: Number(http[2]), mqttPort: Number(mqtt[1]) };
-    if (proc.child.exitCode !== null) throw new Error(`server exited ${proc.child.exitCode}: ${proc.output()}`);
-    await sleep(50);
-  }
-  throw new Error(`server did not start: ${proc.output()}`);
-}
-
-async function exitCode(proc: Proc, ms = 15_000): Promise<number | null> {
-  if (proc.child.exitCode === null) {
-    const timer = setTimeout(() => proc.child.kill('SIGKILL'), ms);
-    await once(proc.child, 'exit');
-    clearTimeout(timer);
-  }
-  return proc.child.exitCode;
-}
+const launch = (dataDir: string) => launchServer({ DATA_DIR: dataDir });
+const ready = (proc: ServerProcess) => serverReady(proc);
+const exitCode = async (proc: ServerProcess) => (await serverExit(proc)).code;
 
 describe('presence on graceful shutdown (node dist/main.js, SIGTERM)', () => {
   const dataDir = tempDir('chat-presence-proc-');
-  const procs: Proc[] = [];
-  beforeAll(() => {
-    if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
-  });
+  const procs: ServerProcess[] = [];
   afterAll(async () => {
     for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     rmSync(dataDir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SEND_BURST } from '../core/rules.js';
-import { type Connected, type Received, connectAs } from './helpers/mqtt.js';
+import { type Connected, connectAs, until } from './helpers/mqtt.js';
 import { type Json, type TestServer, type UserDto, startTestServer } from './helpers/server.js';
 
 /**
@@ -15,19 +15,6 @@ type Member = Who & { conn: Connected };
 
 const messagesTopic = (chatId: string) => `chats/${chatId}/messages`;
 const inboxTopic = (userId: string) => `users/${userId}/inbox`;
-
-/** Resolves with the first message on `topic` matching `pred` (already received or coming). */
-async function until(conn: Connected, topic: string, pred: (m: Received) => boolean, ms = 5000): Promise<Received> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const seen = conn.on(topic);
-    const hit = seen.find(pred);
-    if (hit) return hit;
-    const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`timed out waiting on ${topic}; got ${JSON.stringify(seen.map((m) => m.json))}`);
-    await conn.waitFor(seen.length + 1, topic, left).catch(() => undefined);
-  }
-}
 
 describe('MQTT send validation: chats/{chatId}/messages', () => {
   let srv: TestServer;

@@ -1,50 +1,17 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync, statSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { launchServer, serverExit, serverReady } from './helpers/process.js';
 import { Http, tempDir } from './helpers/server.js';
 
-const MAIN = resolve('dist/main.js');
-
-interface Proc { child: ChildProcess; output: () => string; url?: string }
-
-/** Runs the built server as `npm start` does (node dist/main.js) with the given environment. */
-function launch(env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, [MAIN], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  return { child, output: () => out };
-}
-
-/** Waits for the log line that names the chosen HTTP port. */
-async function ready(proc: Proc): Promise<Proc & { url: string }> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    const m = /HTTP API listening on (https?:\/\/[\d.]+:\d+)/.exec(proc.output());
-    if (m) return { ...proc, url: m[1]! };
-    if (proc.child.exitCode !== null) throw new Error(`server exited ${proc.child.exitCode}: ${proc.output()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`server did not start: ${proc.output()}`);
-}
-
-async function exitOf(proc: Proc): Promise<{ code: number | null; output: string }> {
-  if (proc.child.exitCode === null) await once(proc.child, 'exit');
-  return { code: proc.child.exitCode, output: proc.output() };
-}
+const launch = launchServer;
+const ready = serverReady;
+const exitOf = serverExit;
 
 describe('the server process (npm start)', () => {
-  beforeAll(() => {
-    if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
-  });
-
   describe('embedded, with no external service', () => {
     const dataDir = tempDir('chat-proc-');
     afterAll(() => rmSync(dataDir, { recursive: true, force: true }));

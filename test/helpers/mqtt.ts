@@ -130,4 +130,17 @@ export function subscribeGranted(client: MqttClient, topics: string[], qos: 0 | 
   });
 }
 
+/** Resolves with the first message on `topic` matching `pred` (already received or coming). */
+export async function until(conn: Connected, topic: string, pred: (m: Received) => boolean, ms = 5000): Promise<Received> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const seen = conn.on(topic);
+    const hit = seen.find(pred);
+    if (hit) return hit;
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`timed out waiting on ${topic}; got ${JSON.stringify(seen.map((m) => m.json))}`);
+    await conn.waitFor(seen.length + 1, topic, left).catch(() => undefined);
+  }
+}
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,56 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Http } from './server.js';
+
+export const MAIN = resolve('dist/main.js');
+
+export interface ServerProcess {
+  child: ChildProcess;
+  /** Everything the process printed so far (stdout and stderr). */
+  output(): string;
+}
+
+export interface ReadyServer extends ServerProcess {
+  url: string;
+  port: number;
+  mqttPort: number;
+  http: Http;
+}
+
+/** Runs the built server as `npm start` does (node dist/main.js), on ephemeral loopback ports. */
+export function launchServer(env: Record<string, string>): ServerProcess {
+  if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
+  const child = spawn(process.execPath, [MAIN], {
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  return { child, output: () => out };
+}
+
+/** Waits for the log lines that name the chosen HTTP and MQTT ports. */
+export async function serverReady(proc: ServerProcess, ms = 20_000): Promise<ReadyServer> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const http = /HTTP API listening on (https?:\/\/[\d.]+:(\d+))/.exec(proc.output());
+    const mqtt = /MQTT listening on mqtts?:\/\/[\d.]+:(\d+)/.exec(proc.output());
+    if (http && mqtt) return { ...proc, url: http[1]!, port: Number(http[2]), mqttPort: Number(mqtt[1]), http: new Http(http[1]!) };
+    if (proc.child.exitCode !== null) throw new Error(`server exited ${proc.child.exitCode}: ${proc.output()}`);
+    if (Date.now() > deadline) throw new Error(`server did not start: ${proc.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Waits for the process to end (SIGKILL after `ms`); its exit code and output. */
+export async function serverExit(proc: ServerProcess, ms = 15_000): Promise<{ code: number | null; output: string }> {
+  if (proc.child.exitCode === null && proc.child.signalCode === null) {
+    const timer = setTimeout(() => proc.child.kill('SIGKILL'), ms);
+    await once(proc.child, 'exit');
+    clearTimeout(timer);
+  }
+  return { code: proc.child.exitCode, output: proc.output() };
+}
