@@ -80,16 +80,14 @@ export class Chats {
   }
 
   /** A member leaves, or the owner removes a member. */
-  async removeMember(callerId: string, number: number, userId: string): Promise<{ chat: ChatRecord; selfLeft: boolean }> {
+  async removeMember(callerId: string, number: number, userId: string): Promise<void> {
     const chat = await this.getByNumber(callerId, number);
     if (chat.type === 'direct') throw forbidden('direct chats have fixed members');
-    const selfLeft = userId === callerId;
-    if (!selfLeft && chat.ownerId !== callerId) throw forbidden('only the owner can remove other members');
+    if (userId !== callerId && chat.ownerId !== callerId) throw forbidden('only the owner can remove other members');
     if (!chat.memberIds.includes(userId)) throw notFound('that user is not a member of this chat');
     const result = await this.store.removeMember(chat.id, userId);
     if (!result) throw notFound(`no chat number ${number}`);
     if (result.removed) await this.events.memberRemoved(result.chat, userId, callerId);
-    return { chat: result.chat, selfLeft };
   }
 
   /** History is for current members only. */
