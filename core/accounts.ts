@@ -1,8 +1,9 @@
 import type { ControlBus } from './bus.js';
-import { invalidInput, unauthorized } from './errors.js';
+import { AppError, invalidInput, unauthorized } from './errors.js';
 import { newId } from './ids.js';
 import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
-import { DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, cleanName } from './rules.js';
+import { LocalRateLimiter, type RateLimiter } from './rate-limit.js';
+import { DISPLAY_NAME_MAX, LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, PASSWORD_MAX, PASSWORD_MIN, cleanName } from './rules.js';
 import type { SessionRecord, Store, UserRecord } from './store/store.js';
 import { issueToken, verifyToken } from './tokens.js';
 
@@ -18,6 +19,8 @@ export class Accounts {
     private readonly secret: string,
     private readonly tokenTtlSeconds: number,
     private readonly bus?: ControlBus,
+    /** Budget of failed logins per username; successful logins spend nothing. */
+    private readonly loginFailures: RateLimiter = new LocalRateLimiter(LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
   ) {}
 
   /** Usernames are case-insensitive: stored and compared lower-cased. */
@@ -35,11 +38,17 @@ export class Accounts {
     return this.store.createUser({ id: newId(), username, displayName, passwordHash, createdAt: Date.now() });
   }
 
-  /** Same answer, and about the same time, for an unknown user and a wrong password. */
+  /** Same answer, and about the same time, for an unknown user and a wrong password. After
+   * too many failures for one username, attempts are refused unchecked for a while. */
   async login(username: string, password: string): Promise<{ token: string; expiresAt: number; user: UserRecord }> {
-    const user = await this.store.getUserByUsername(username.toLowerCase());
+    const key = username.toLowerCase();
+    if (!this.loginFailures.has(key)) throw new AppError('rate_limited', 'too many failed logins for this username; try again later');
+    const user = await this.store.getUserByUsername(key);
     const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyHash));
-    if (!user || !ok) throw unauthorized('wrong username or password');
+    if (!user || !ok) {
+      this.loginFailures.take(key);
+      throw unauthorized('wrong username or password');
+    }
     const now = Date.now();
     const iat = Math.floor(now / 1000);
     const exp = iat + this.tokenTtlSeconds;

@@ -4,6 +4,8 @@
  */
 export interface RateLimiter {
   take(key: string): boolean;
+  /** Whether `take` would succeed now, without spending anything. */
+  has(key: string): boolean;
 }
 
 /** In-process token buckets; idle full buckets are forgotten so memory follows active keys. */
@@ -18,15 +20,25 @@ export class LocalRateLimiter implements RateLimiter {
   ) {}
 
   take(key: string): boolean {
+    const b = this.refill(key);
+    const ok = b.tokens >= 1;
+    if (ok) b.tokens -= 1;
+    this.buckets.set(key, b);
+    return ok;
+  }
+
+  has(key: string): boolean {
+    const b = this.buckets.get(key);
+    return !b || this.refill(key).tokens >= 1;
+  }
+
+  private refill(key: string) {
     const now = this.now();
     if (now - this.lastSweep > 60_000) this.sweep(now);
     const b = this.buckets.get(key) ?? { tokens: this.burst, at: now };
     b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.perSecond);
     b.at = now;
-    const ok = b.tokens >= 1;
-    if (ok) b.tokens -= 1;
-    this.buckets.set(key, b);
-    return ok;
+    return b;
   }
 
   private sweep(now: number) {

@@ -19,6 +19,10 @@ export function cleanName(raw: string, max: number): string | null {
   return name;
 }
 
+/** Failed logins per username: a burst, then one more every 30 s (password guessing). */
+export const LOGIN_FAILURE_BURST = 10;
+export const LOGIN_FAILURE_PER_SECOND = 1 / 30;
+
 // MQTT protection limits (see docs/mqtt.md).
 /** Largest MQTT packet accepted on TCP and WebSocket; a larger one closes the connection. */
 export const MAX_PACKET_BYTES = 16 * 1024;

@@ -50,6 +50,18 @@ describe('REST accounts: /api/users', () => {
     expect(wrong.body.error.code).toBe('unauthorized');
   });
 
+  it('refuses logins for a username after 10 failures with 429 rate_limited, even with the right password', async () => {
+    await srv.http.post('/api/users', { username: 'guessme', password: 'the-real-one' });
+    for (let i = 0; i < 10; i++) {
+      expect((await srv.http.post('/api/users/login', { username: 'guessme', password: `guess-${i}` })).status).toBe(401);
+    }
+    const locked = await srv.http.post('/api/users/login', { username: 'GuessMe', password: 'the-real-one' });
+    expect([locked.status, locked.body.error.code]).toEqual([429, 'rate_limited']);
+    // Other accounts are not affected.
+    await srv.http.post('/api/users', { username: 'bystander', password: 'the-real-one' });
+    expect((await srv.http.post('/api/users/login', { username: 'bystander', password: 'the-real-one' })).status).toBe(200);
+  });
+
   it('GET /api/users/me returns the caller', async () => {
     const { user, token } = await srv.signUp('meself', 'Me Self');
     const res = await srv.http.get('/api/users/me', token);

@@ -31,7 +31,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (
         { username: Type.String({ minLength: 1, maxLength: 64 }), password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX * 4 }) },
         { additionalProperties: false },
       ),
-      response: { 200: Type.Object({ token: Type.String(), expiresAt: Type.String({ format: 'date-time' }), user: Type.Ref('User') }), ...errors(400, 401) },
+      response: { 200: Type.Object({ token: Type.String(), expiresAt: Type.String({ format: 'date-time' }), user: Type.Ref('User') }), ...errors(400, 401, 429) },
     },
   }, async (req) => {
     const { token, expiresAt, user } = await accounts.login(req.body.username, req.body.password);
