@@ -30,10 +30,10 @@ export function authorizePublish(ctx: BrokerContext) {
 
     if (topic.kind === 'typing') {
       const typing = parseTyping(payload);
-      if (typing === null || !ctx.typingLimiter.take(`${conn.user.id}/${topic.chatId}`)) return discard();
-      ctx.membership.check(topic.chatId, conn.user.id).then(
-        (member) => {
-          if (!member) return discard();
+      if (typing === null) return discard();
+      Promise.all([ctx.typingLimiter.take(`${conn.user.id}/${topic.chatId}`), ctx.membership.check(topic.chatId, conn.user.id)]).then(
+        ([allowed, member]) => {
+          if (!allowed || !member) return discard();
           packet.payload = Buffer.from(JSON.stringify({ userId: conn.user.id, typing }));
           done(null);
         },

@@ -143,7 +143,7 @@ export class ChatBroker {
   }
 
   private accept(stream: Duplex, ip: string | undefined, req?: IncomingMessage) {
-    if (this.ctx.closing || !this.connectLimiter.take(ip ?? 'unknown')) {
+    if (this.ctx.closing || !this.connectLimiter.takeNow(ip ?? 'unknown')) {
       stream.destroy();
       return;
     }

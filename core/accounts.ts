@@ -42,11 +42,11 @@ export class Accounts {
    * too many failures for one username, attempts are refused unchecked for a while. */
   async login(username: string, password: string): Promise<{ token: string; expiresAt: number; user: UserRecord }> {
     const key = username.toLowerCase();
-    if (!this.loginFailures.has(key)) throw new AppError('rate_limited', 'too many failed logins for this username; try again later');
+    if (!(await this.loginFailures.has(key))) throw new AppError('rate_limited', 'too many failed logins for this username; try again later');
     const user = await this.store.getUserByUsername(key);
     const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyHash));
     if (!user || !ok) {
-      this.loginFailures.take(key);
+      await this.loginFailures.take(key);
       throw unauthorized('wrong username or password');
     }
     const now = Date.now();

@@ -29,6 +29,9 @@ export type SendResult =
 
 const DEDUPE_MEMORY = 100_000;
 
+/** One try at a send: stored now, found stored before, or refused by the rate limit. */
+type Attempt = { fresh: boolean; envelope: MessageEnvelope } | { limited: true };
+
 /**
  * The message pipeline: validate → authorise → dedupe → rate-limit → number → make durable.
  * The caller (the broker's authorizePublish) acknowledges and delivers only after `send`
@@ -38,7 +41,7 @@ const DEDUPE_MEMORY = 100_000;
 export class Messenger {
   private delivery: Delivery | null = null;
   /** Recent idempotency keys → the send that claimed them (in flight or done). */
-  private readonly recent = new Map<string, Promise<{ envelope: MessageEnvelope }>>();
+  private readonly recent = new Map<string, Promise<Attempt>>();
 
   constructor(
     private readonly deps: {
@@ -73,15 +76,15 @@ export class Messenger {
       const earlier = this.recent.get(key);
       if (!earlier) break;
       const result = await earlier.catch(() => null);
-      if (result) {
+      if (result && 'envelope' in result) {
         this.count({ result: 'duplicate' });
         return { status: 'duplicate', envelope: result.envelope };
       }
       if (this.recent.get(key) === earlier) this.recent.delete(key); // it failed: try afresh
     }
-    if (!this.deps.rateLimiter.take(sender.id)) return this.reject(sender.id, chatId, input.clientMsgId, 'rate_limited');
 
-    const attempt = (async (): Promise<{ fresh: boolean; envelope: MessageEnvelope }> => {
+    const attempt = (async (): Promise<Attempt> => {
+      if (!(await this.deps.rateLimiter.take(sender.id))) return { limited: true };
       if (input.clientMsgId !== null) {
         // Older than this process's memory (e.g. sent before a restart)?
         const stored = await this.deps.store.findByClientMsgId(chatId, sender.id, input.clientMsgId);
@@ -95,9 +98,13 @@ export class Messenger {
       return { fresh: true, envelope };
     })();
     if (key !== null) this.remember(key, attempt);
-    const { fresh, envelope } = await attempt;
-    this.count({ result: fresh ? 'accepted' : 'duplicate' });
-    return { status: fresh ? 'accepted' : 'duplicate', envelope };
+    const result = await attempt;
+    if ('limited' in result) {
+      if (key !== null && this.recent.get(key) === attempt) this.recent.delete(key);
+      return this.reject(sender.id, chatId, input.clientMsgId, 'rate_limited');
+    }
+    this.count({ result: result.fresh ? 'accepted' : 'duplicate' });
+    return { status: result.fresh ? 'accepted' : 'duplicate', envelope: result.envelope };
   }
 
   // ---- system messages for membership changes made over REST; never throw
@@ -143,7 +150,7 @@ export class Messenger {
     return { status: 'rejected', reason };
   }
 
-  private remember(key: string, pending: Promise<{ envelope: MessageEnvelope }>) {
+  private remember(key: string, pending: Promise<Attempt>) {
     this.recent.set(key, pending);
     // A failed send frees its key, so the client's retry is a fresh attempt.
     pending.catch(() => this.recent.delete(key));

@@ -1,11 +1,13 @@
 /**
- * The rate-limit seam. Contract: `take(key)` consumes one unit of `key`'s budget and says
- * whether there was one; a key regains `perSecond` units per second up to `burst`.
+ * The rate-limit seam. Contract: `take(key)` spends one unit of `key`'s budget and says whether
+ * there was one; `has(key)` says whether `take` would succeed, spending nothing. A key starts
+ * with `burst` units and regains `perSecond` units per second, up to `burst`. Keys are
+ * independent. Implementations: `LocalRateLimiter` (this process) and `RedisRateLimiter`
+ * (shared by every node).
  */
 export interface RateLimiter {
-  take(key: string): boolean;
-  /** Whether `take` would succeed now, without spending anything. */
-  has(key: string): boolean;
+  take(key: string): Promise<boolean>;
+  has(key: string): Promise<boolean>;
 }
 
 /** In-process token buckets; idle full buckets are forgotten so memory follows active keys. */
@@ -19,17 +21,21 @@ export class LocalRateLimiter implements RateLimiter {
     private readonly now: () => number = Date.now,
   ) {}
 
-  take(key: string): boolean {
+  async take(key: string): Promise<boolean> {
+    return this.takeNow(key);
+  }
+
+  async has(key: string): Promise<boolean> {
+    return !this.buckets.has(key) || this.refill(key).tokens >= 1;
+  }
+
+  /** Synchronous take, for limits that are per node by nature (e.g. connects per IP). */
+  takeNow(key: string): boolean {
     const b = this.refill(key);
     const ok = b.tokens >= 1;
     if (ok) b.tokens -= 1;
     this.buckets.set(key, b);
     return ok;
-  }
-
-  has(key: string): boolean {
-    const b = this.buckets.get(key);
-    return !b || this.refill(key).tokens >= 1;
   }
 
   private refill(key: string) {
