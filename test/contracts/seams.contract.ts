@@ -1,0 +1,150 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ControlBus, ControlEvent } from '../../core/bus.js';
+import type { RateLimiter } from '../../core/rate-limit.js';
+import type { Sequencer } from '../../core/sequencer.js';
+
+/**
+ * Contract suites of the small seams. Each implementation (in-process, Redis) runs them against
+ * itself. `nodes` gives two handles that stand for two broker nodes: for an in-process
+ * implementation both are the same object (one node), for a shared one they are separate
+ * connections, and the guarantees must hold across them.
+ */
+interface Opened<T> {
+  nodes: [T, T];
+  cleanup: () => Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function sequencerContract(name: string, open: (seed: (chatId: string) => Promise<number>) => Promise<Opened<Sequencer>>) {
+  describe(`Sequencer contract: ${name}`, () => {
+    let seeds: string[];
+    let opened: Opened<Sequencer>;
+    const stored: Record<string, number> = { 'chat-with-history': 41 };
+    beforeEach(async () => {
+      seeds = [];
+      opened = await open(async (chatId) => {
+        seeds.push(chatId);
+        return stored[chatId] ?? 0;
+      });
+    });
+    afterEach(() => opened.cleanup());
+
+    it('starts after the highest stored seq and counts up by one', async () => {
+      const [a] = opened.nodes;
+      expect([await a.next('chat-with-history'), await a.next('chat-with-history')]).toEqual([42, 43]);
+      expect([await a.next('new-chat'), await a.next('new-chat')]).toEqual([1, 2]);
+    });
+
+    it('reads the store once per chat, also under concurrent first use', async () => {
+      const [a, b] = opened.nodes;
+      await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).next('cold')));
+      await a.next('cold');
+      // Concurrent first calls may each find the key cold; at most one read per node.
+      expect(seeds.filter((c) => c === 'cold').length).toBeLessThanOrEqual(2);
+    });
+
+    it('gives 200 concurrent calls from two nodes 200 distinct, contiguous numbers', async () => {
+      const [a, b] = opened.nodes;
+      const got = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 ? a : b).next('busy')));
+      expect([...got].sort((x, y) => x - y)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
+    });
+
+    it('keeps chats independent', async () => {
+      const [a] = opened.nodes;
+      await a.next('one');
+      await a.next('one');
+      expect(await a.next('two')).toBe(1);
+      expect(await a.next('one')).toBe(3);
+    });
+  });
+}
+
+export function rateLimiterContract(name: string, open: (burst: number, perSecond: number) => Promise<Opened<RateLimiter>>) {
+  describe(`RateLimiter contract: ${name}`, () => {
+    let opened: Opened<RateLimiter> | undefined;
+    afterEach(async () => {
+      await opened?.cleanup();
+      opened = undefined;
+    });
+
+    it('allows a burst, then refuses; keys are independent; has() spends nothing', async () => {
+      opened = await open(3, 0.001);
+      const [a] = opened.nodes;
+      expect(await a.has('k')).toBe(true);
+      expect([await a.take('k'), await a.take('k'), await a.take('k'), await a.take('k')]).toEqual([true, true, true, false]);
+      expect(await a.has('k')).toBe(false);
+      expect(await a.take('other')).toBe(true);
+      expect(await a.has('other')).toBe(true);
+    });
+
+    it('holds the budget under concurrent takes from two nodes', async () => {
+      opened = await open(10, 0.001);
+      const [a, b] = opened.nodes;
+      const got = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).take('shared')));
+      expect(got.filter(Boolean)).toHaveLength(10);
+    });
+
+    it('refills over time', async () => {
+      opened = await open(1, 20); // one unit every 50 ms
+      const [a] = opened.nodes;
+      expect(await a.take('r')).toBe(true);
+      expect(await a.take('r')).toBe(false);
+      let refilled = false;
+      for (let i = 0; i < 40 && !refilled; i++) {
+        await sleep(50);
+        refilled = await a.has('r');
+      }
+      expect(refilled).toBe(true);
+      expect(await a.take('r')).toBe(true);
+    });
+  });
+}
+
+export function busContract(name: string, open: () => Promise<Opened<ControlBus>>) {
+  describe(`ControlBus contract: ${name}`, () => {
+    let opened: Opened<ControlBus>;
+    beforeEach(async () => {
+      opened = await open();
+    });
+    afterEach(() => opened.cleanup());
+
+    const collect = (bus: ControlBus) => {
+      const got: ControlEvent[] = [];
+      const stop = bus.subscribe((e) => got.push(e));
+      return { got, stop };
+    };
+    const until = async (check: () => boolean) => {
+      for (let i = 0; i < 200 && !check(); i++) await sleep(10);
+    };
+
+    it('delivers every event, in order, to subscribers on every node, the publisher included', async () => {
+      const [a, b] = opened.nodes;
+      const onA = collect(a);
+      const onB = collect(b);
+      const events: ControlEvent[] = [
+        { type: 'session.revoked', sessionId: 's1', userId: 'u1' },
+        { type: 'member.added', chatId: 'c1', userIds: ['u1', 'u2'] },
+        { type: 'member.removed', chatId: 'c1', userId: 'u2' },
+      ];
+      for (const e of events) await a.publish(e);
+      await until(() => onA.got.length === 3 && onB.got.length === 3);
+      expect(onA.got).toEqual(events);
+      expect(onB.got).toEqual(events);
+      onA.stop();
+      onB.stop();
+    });
+
+    it('stops delivering to a handler once it unsubscribes', async () => {
+      const [a, b] = opened.nodes;
+      const gone = collect(b);
+      const stays = collect(b);
+      gone.stop();
+      await a.publish({ type: 'member.removed', chatId: 'c2', userId: 'u3' });
+      await until(() => stays.got.length === 1);
+      expect(stays.got).toHaveLength(1);
+      expect(gone.got).toHaveLength(0);
+      stays.stop();
+    });
+  });
+}

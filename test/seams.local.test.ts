@@ -1,0 +1,11 @@
+import { LocalBus } from '../core/bus.js';
+import { LocalRateLimiter } from '../core/rate-limit.js';
+import { LocalSequencer } from '../core/sequencer.js';
+import { busContract, rateLimiterContract, sequencerContract } from './contracts/seams.contract.js';
+
+// One process is one node: both handles are the same object.
+const one = <T>(x: T) => ({ nodes: [x, x] as [T, T], cleanup: async () => {} });
+
+sequencerContract('in-process', async (seed) => one(new LocalSequencer(seed)));
+rateLimiterContract('in-process', async (burst, perSecond) => one(new LocalRateLimiter(burst, perSecond)));
+busContract('in-process', async () => one(new LocalBus()));

@@ -1,0 +1,48 @@
+import type { Redis } from 'ioredis';
+import { connectRedis, redisReady } from '../core/redis/client.js';
+import { RedisBus } from '../core/redis/bus.js';
+import { RedisRateLimiter } from '../core/redis/rate-limit.js';
+import { RedisSequencer } from '../core/redis/sequencer.js';
+import { busContract, rateLimiterContract, sequencerContract } from './contracts/seams.contract.js';
+
+/**
+ * The Redis seams against this machine's Redis (REDIS_URL, default redis://127.0.0.1:6379).
+ * Two connections stand for two broker nodes; each test gets a namespace of its own and
+ * deletes its keys afterwards.
+ */
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+let counter = 0;
+
+async function nodes(n = 2): Promise<{ conns: Redis[]; namespace: string; cleanup: () => Promise<void> }> {
+  const namespace = `test-${process.pid}-${Date.now()}-${counter++}`;
+  const conns = Array.from({ length: n }, () => connectRedis(url));
+  await Promise.all(conns.map((c) => redisReady(c)));
+  return {
+    conns,
+    namespace,
+    cleanup: async () => {
+      const keys = await conns[0]!.keys(`${namespace}:*`);
+      if (keys.length > 0) await conns[0]!.del(...keys);
+      conns.forEach((c) => c.disconnect());
+    },
+  };
+}
+
+sequencerContract('Redis', async (seed) => {
+  const { conns, namespace, cleanup } = await nodes();
+  return { nodes: [new RedisSequencer(conns[0]!, namespace, seed), new RedisSequencer(conns[1]!, namespace, seed)], cleanup };
+});
+
+rateLimiterContract('Redis', async (burst, perSecond) => {
+  const { conns, namespace, cleanup } = await nodes();
+  const make = (c: Redis) => new RedisRateLimiter(c, namespace, 'test', burst, perSecond);
+  return { nodes: [make(conns[0]!), make(conns[1]!)], cleanup };
+});
+
+busContract('Redis', async () => {
+  // Per node: one connection to publish, one in subscriber mode.
+  const { conns, namespace, cleanup } = await nodes(4);
+  const a = await RedisBus.create(conns[0]!, conns[1]!, namespace);
+  const b = await RedisBus.create(conns[2]!, conns[3]!, namespace);
+  return { nodes: [a, b], cleanup };
+});
