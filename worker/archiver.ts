@@ -1,0 +1,169 @@
+import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import type { Envelope } from '../core/envelope.js';
+import type { Store } from '../core/store/store.js';
+import { assertArchiveQueues } from '../core/amqp/topology.js';
+
+export interface ArchiverOptions {
+  /** Unacknowledged messages RabbitMQ may hand this worker at once. */
+  prefetch?: number;
+  /** Largest batch written in one store call. */
+  batchSize?: number;
+  /** How long a partial batch waits for company before it is written (ms). */
+  lingerMs?: number;
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * The `worker` role: moves envelopes from the archive queue into the store.
+ *
+ * Batches are written in one idempotent store call ((chatId, seq) unique) and acknowledged only
+ * after the commit, so a worker killed at any moment loses nothing (unacknowledged messages
+ * are redelivered) and duplicates nothing (a redelivered envelope is skipped by the store).
+ * When a batch fails, its envelopes are written one by one: a poison message is rejected alone
+ * and, after the queue's delivery limit, dead-lettered instead of retried for ever; a message
+ * that is not an envelope at all is dead-lettered at once. Reconnects with backoff.
+ */
+export class Archiver {
+  private connection: ChannelModel | null = null;
+  private channel: Channel | null = null;
+  private batch: ConsumeMessage[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private writing: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private retryDelay = 200;
+  private queue = '';
+  /** Envelopes written since start (for metrics and tests). */
+  stored = 0;
+
+  private readonly prefetch: number;
+  private readonly batchSize: number;
+  private readonly lingerMs: number;
+  private readonly onError: (err: unknown) => void;
+
+  constructor(
+    private readonly url: string,
+    private readonly namespace: string,
+    private readonly store: Store,
+    options: ArchiverOptions = {},
+  ) {
+    this.prefetch = options.prefetch ?? 500;
+    this.batchSize = options.batchSize ?? 200;
+    this.lingerMs = options.lingerMs ?? 10;
+    this.onError = options.onError ?? (() => {});
+  }
+
+  /** Connects and starts consuming; rejects if RabbitMQ cannot be reached the first time. */
+  async start(): Promise<void> {
+    await this.open();
+  }
+
+  private async open(): Promise<void> {
+    const connection = await amqp.connect(this.url);
+    const channel = await connection.createChannel();
+    this.queue = (await assertArchiveQueues(channel, this.namespace)).archive;
+    await channel.prefetch(this.prefetch);
+    const lost = () => {
+      if (this.connection !== connection) return;
+      this.connection = null;
+      this.channel = null;
+      // Unacknowledged messages go back to the queue with the channel; forget them here.
+      this.batch = [];
+      this.reconnect();
+    };
+    connection.on('error', (err) => this.onError(err));
+    connection.on('close', lost);
+    channel.on('error', (err) => this.onError(err));
+    channel.on('close', lost);
+    this.connection = connection;
+    this.channel = channel;
+    this.retryDelay = 200;
+    await channel.consume(this.queue, (msg) => msg && this.receive(msg));
+  }
+
+  private reconnect() {
+    if (this.stopped) return;
+    void (async () => {
+      while (!this.stopped && !this.channel) {
+        await new Promise((r) => setTimeout(r, this.retryDelay).unref());
+        this.retryDelay = Math.min(this.retryDelay * 2, 5000);
+        await this.open().catch((err: unknown) => this.onError(err));
+      }
+    })();
+  }
+
+  private receive(msg: ConsumeMessage) {
+    this.batch.push(msg);
+    if (this.batch.length >= this.batchSize) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), this.lingerMs);
+  }
+
+  private flush() {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const batch = this.batch.splice(0);
+    const channel = this.channel;
+    if (batch.length === 0 || !channel) return;
+    // Batches are written one after another, in delivery order.
+    // A failure (e.g. acking on a channel that just closed) must not stop later batches.
+    this.writing = this.writing.then(() => this.write(channel, batch)).catch((err: unknown) => this.onError(err));
+  }
+
+  private async write(channel: Channel, batch: ConsumeMessage[]) {
+    const parsed: { msg: ConsumeMessage; envelope: Envelope }[] = [];
+    for (const msg of batch) {
+      const envelope = parseEnvelope(msg.content);
+      if (envelope) parsed.push({ msg, envelope });
+      else {
+        this.onError(new Error(`not an envelope, dead-lettered: ${msg.content.subarray(0, 200).toString()}`));
+        channel.nack(msg, false, false);
+      }
+    }
+    try {
+      await this.store.appendMessages(parsed.map((p) => p.envelope));
+      this.stored += parsed.length;
+      for (const p of parsed) channel.ack(p.msg);
+    } catch (batchErr) {
+      this.onError(batchErr);
+      for (const p of parsed) {
+        try {
+          await this.store.appendMessages([p.envelope]);
+          this.stored++;
+          channel.ack(p.msg);
+        } catch (err) {
+          this.onError(err);
+          channel.nack(p.msg, false, true); // retried until the delivery limit dead-letters it
+        }
+      }
+    }
+  }
+
+  /** Messages waiting in the archive queue: how far history lags behind live delivery. */
+  async lag(): Promise<number> {
+    if (!this.channel) return Number.NaN;
+    return (await this.channel.checkQueue(this.queue)).messageCount;
+  }
+
+  /** Writes what it holds, then disconnects; unacknowledged messages return to the queue. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.flush();
+    await this.writing;
+    const connection = this.connection;
+    this.connection = null;
+    this.channel = null;
+    // close() never settles on a connection whose socket already died: bound it.
+    await Promise.race([connection?.close().catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
+  }
+}
+
+function parseEnvelope(content: Buffer): Envelope | null {
+  try {
+    const e = JSON.parse(content.toString('utf8')) as Partial<Envelope>;
+    if ((e.type === 'message' || e.type === 'system') && typeof e.chatId === 'string' && Number.isInteger(e.seq) && typeof e.id === 'string' && typeof e.createdAt === 'string') {
+      return e as Envelope;
+    }
+  } catch {
+    /* fall through */
+  }
+  return null;
+}
