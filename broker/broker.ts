@@ -64,6 +64,9 @@ export class ChatBroker {
     aedes.on('clientDisconnect', (client) => onClientGone(ctx, client));
     aedes.on('clientError', (client, err) => ctx.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));
     aedes.on('connectionError', (_client, err) => ctx.log.debug({ err: err.message }, 'mqtt connection error'));
+    // Aedes emits 'error' for failures outside any client (e.g. publishing wills); an
+    // EventEmitter without a listener would turn them into a process crash.
+    (aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => ctx.log.error({ err }, 'mqtt broker error'));
 
     ctx.messenger.setDelivery({
       toChat: (envelope) => this.publish(topics.messages(envelope.chatId), envelope),
