@@ -10,7 +10,7 @@ import type { ControlBus } from '../core/bus.js';
 import { newId } from '../core/ids.js';
 import type { Membership } from '../core/membership.js';
 import type { Messenger } from '../core/messenger.js';
-import type { LocalPresence } from '../core/presence.js';
+import type { PresenceRegistry } from '../core/presence.js';
 import { LocalRateLimiter } from '../core/rate-limit.js';
 import {
   CONNECT_BURST, CONNECT_PER_SECOND, CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES, TYPING_BURST, TYPING_PER_SECOND,
@@ -23,7 +23,7 @@ import { authorizeSubscribe, capRequestedQos } from './authorize-subscribe.js';
 import { Connections } from './connections.js';
 import type { BrokerContext } from './context.js';
 import { PacketGuard } from './packet-guard.js';
-import { onClientGone, onClientReady, publishAllOffline } from './presence.js';
+import { disconnectAll, onClientGone, onClientReady } from './presence.js';
 import { topics } from './topics.js';
 
 export interface BrokerDeps {
@@ -31,7 +31,7 @@ export interface BrokerDeps {
   store: Store;
   membership: Membership;
   messenger: Messenger;
-  presence: LocalPresence;
+  presence: PresenceRegistry;
   bus: ControlBus;
   log: FastifyBaseLogger;
   tls?: { cert: Buffer; key: Buffer } | undefined;
@@ -173,7 +173,7 @@ export class ChatBroker {
     if (this.ctx.closing) return;
     this.ctx.closing = true;
     const tcpClosed = new Promise<void>((resolve) => (this.tcp ? this.tcp.close(() => resolve()) : resolve()));
-    await publishAllOffline(this.ctx);
+    await disconnectAll(this.ctx);
     await new Promise<void>((resolve) => this.ctx.aedes.close(() => resolve()));
     this.wss.close();
     this.unsubscribeBus();

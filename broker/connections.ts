@@ -67,8 +67,9 @@ export class Connections {
     return [...(this.bySession.get(sessionId) ?? [])];
   }
 
-  users(): string[] {
-    return [...this.byUser.keys()];
+  /** Every live connection of this node. */
+  all(): Client[] {
+    return [...this.byUser.values()].flatMap((set) => [...set]);
   }
 }
 

@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Accounts } from '../core/accounts.js';
 import type { Membership } from '../core/membership.js';
 import type { Messenger } from '../core/messenger.js';
-import type { LocalPresence } from '../core/presence.js';
+import type { PresenceRegistry } from '../core/presence.js';
 import type { RateLimiter } from '../core/rate-limit.js';
 import type { Store } from '../core/store/store.js';
 import type { Connections } from './connections.js';
@@ -15,10 +15,10 @@ export interface BrokerContext {
   store: Store;
   membership: Membership;
   messenger: Messenger;
-  presence: LocalPresence;
+  presence: PresenceRegistry;
   connections: Connections;
   typingLimiter: RateLimiter;
   log: FastifyBaseLogger;
-  /** Set while the broker shuts down: presence is then published in bulk. */
+  /** Set while the broker shuts down: no new connections are accepted. */
   closing: boolean;
 }

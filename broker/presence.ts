@@ -27,17 +27,37 @@ export function onClientReady(ctx: BrokerContext, client: Client) {
   const conn = ctx.connections.get(client);
   if (!conn || client.closed) return;
   ctx.connections.add(client, conn);
-  if (ctx.presence.connected(conn.user.id)) void publishPresence(ctx, conn.user.id, 'online');
+  ctx.presence.connected(conn.user.id).then(
+    async (cameOnline) => {
+      if (cameOnline) await publishPresence(ctx, conn.user.id, 'online');
+    },
+    (err: unknown) => ctx.log.error({ err, userId: conn.user.id }, 'presence registry failed'),
+  );
 }
 
 /** 'clientDisconnect': clean DISCONNECT, dropped socket, takeover, kick or shutdown alike. */
 export function onClientGone(ctx: BrokerContext, client: Client) {
   const conn = ctx.connections.remove(client);
   if (!conn) return;
-  if (ctx.presence.disconnected(conn.user.id) && !ctx.closing) void publishPresence(ctx, conn.user.id, 'offline');
+  ctx.presence.disconnected(conn.user.id).then(
+    async (wentOffline) => {
+      if (wentOffline) await publishPresence(ctx, conn.user.id, 'offline');
+    },
+    (err: unknown) => ctx.log.error({ err, userId: conn.user.id }, 'presence registry failed'),
+  );
 }
 
-/** Graceful shutdown: every local user goes offline before the broker closes. */
-export async function publishAllOffline(ctx: BrokerContext): Promise<void> {
-  await Promise.all(ctx.connections.users().map((userId) => publishPresence(ctx, userId, 'offline')));
+/**
+ * Graceful shutdown: every local connection is counted out before the broker closes, and the
+ * users left with no connection anywhere are published offline. (Aedes' own close would not
+ * deliver their wills.)
+ */
+export async function disconnectAll(ctx: BrokerContext): Promise<void> {
+  const clients = ctx.connections.all();
+  await Promise.all(
+    clients.map(async (client) => {
+      const conn = ctx.connections.remove(client);
+      if (conn && (await ctx.presence.disconnected(conn.user.id))) await publishPresence(ctx, conn.user.id, 'offline');
+    }),
+  );
 }

@@ -8,7 +8,7 @@ interface Family {
   help: string;
   type: 'counter' | 'gauge';
   values: Map<string, number>;
-  read?: () => number;
+  read?: () => number | Promise<number>;
 }
 
 export class Metrics {
@@ -23,15 +23,15 @@ export class Metrics {
     };
   }
 
-  gauge(name: string, help: string, read: () => number) {
+  gauge(name: string, help: string, read: () => number | Promise<number>) {
     this.families.set(name, { help, type: 'gauge', values: new Map(), read });
   }
 
-  render(): string {
+  async render(): Promise<string> {
     const lines: string[] = [];
     for (const [name, f] of this.families) {
       lines.push(`# HELP ${name} ${f.help}`, `# TYPE ${name} ${f.type}`);
-      if (f.read) lines.push(`${name} ${f.read()}`);
+      if (f.read) lines.push(`${name} ${await f.read()}`);
       else if (f.values.size === 0) lines.push(`${name} 0`);
       for (const [labels, value] of f.values) lines.push(`${name}${labels} ${value}`);
     }

@@ -1,37 +1,48 @@
 /**
- * The presence seam as the REST side reads it: who is online now. The broker feeds it from
- * its connection registry (a user is online while at least one of its connections is up).
+ * The presence seam: who is online, fed by the broker nodes' connections.
+ *
+ * Contract (every implementation; checked by test/contracts/seams.contract.ts):
+ * - A user is online while it has at least one connection on any node.
+ * - `connected` / `disconnected` count one connection of the calling node and return true
+ *   exactly when that call moved the user between offline and online, so that exactly one
+ *   node publishes each transition, however the connections of a user are spread.
+ * - `onlineAmong`, `listOnline` and `count` give the same answer on every node.
  */
 export interface PresenceView {
   /** The subset of `userIds` that is online. */
   onlineAmong(userIds: readonly string[]): Promise<Set<string>>;
   /** Ids of every user online now. */
   listOnline(): Promise<string[]>;
+  /** How many users are online. */
+  count(): Promise<number>;
+}
+
+export interface PresenceRegistry extends PresenceView {
+  /** A connection of `userId` on this node is up; true when the user just came online. */
+  connected(userId: string): Promise<boolean>;
+  /** A connection of `userId` on this node is gone; true when the user just went offline. */
+  disconnected(userId: string): Promise<boolean>;
+  /** Stops this node's background work (heartbeats). Its connections are not forgotten. */
+  close(): Promise<void>;
 }
 
 /** In-process registry: connection count per user. */
-export class LocalPresence implements PresenceView {
+export class LocalPresence implements PresenceRegistry {
   private readonly connections = new Map<string, number>();
 
-  /** Returns true when this was the user's first connection (it just came online). */
-  connected(userId: string): boolean {
+  async connected(userId: string): Promise<boolean> {
     const n = (this.connections.get(userId) ?? 0) + 1;
     this.connections.set(userId, n);
     return n === 1;
   }
 
-  /** Returns true when this was the user's last connection (it just went offline). */
-  disconnected(userId: string): boolean {
+  async disconnected(userId: string): Promise<boolean> {
     const n = (this.connections.get(userId) ?? 0) - 1;
     if (n > 0) {
       this.connections.set(userId, n);
       return false;
     }
     return this.connections.delete(userId);
-  }
-
-  count(): number {
-    return this.connections.size;
   }
 
   async onlineAmong(userIds: readonly string[]): Promise<Set<string>> {
@@ -41,4 +52,10 @@ export class LocalPresence implements PresenceView {
   async listOnline(): Promise<string[]> {
     return [...this.connections.keys()];
   }
+
+  async count(): Promise<number> {
+    return this.connections.size;
+  }
+
+  async close(): Promise<void> {}
 }
