@@ -1,9 +1,10 @@
 import type { Redis } from 'ioredis';
 import { connectRedis, redisReady } from '../core/redis/client.js';
 import { RedisBus } from '../core/redis/bus.js';
+import { RedisPresence } from '../core/redis/presence.js';
 import { RedisRateLimiter } from '../core/redis/rate-limit.js';
 import { RedisSequencer } from '../core/redis/sequencer.js';
-import { busContract, rateLimiterContract, sequencerContract } from './contracts/seams.contract.js';
+import { busContract, presenceContract, rateLimiterContract, sequencerContract } from './contracts/seams.contract.js';
 
 /**
  * The Redis seams against this machine's Redis (REDIS_URL, default redis://127.0.0.1:6379).
@@ -46,3 +47,24 @@ busContract('Redis', async () => {
   const b = await RedisBus.create(conns[2]!, conns[3]!, namespace);
   return { nodes: [a, b], cleanup };
 });
+
+presenceContract('Redis', async () => {
+  const { conns, namespace, cleanup } = await nodes();
+  const a = new RedisPresence(conns[0]!, namespace, 'node-a');
+  const b = new RedisPresence(conns[1]!, namespace, 'node-b');
+  await Promise.all([a.start(), b.start()]);
+  const registries = [a, b] as const;
+  return {
+    nodes: [a, b],
+    // As after SIGKILL: no more heartbeats, and the last one has expired.
+    kill: async (i) => {
+      await registries[i].close();
+      await conns[i]!.del(`${namespace}:presence:alive:${i === 0 ? 'node-a' : 'node-b'}`);
+    },
+    sweep: (i) => registries[i].sweep(),
+    cleanup: async () => {
+      await Promise.all(registries.map((r) => r.close()));
+      await cleanup();
+    },
+  };
+}, { nodeFailure: true });

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ControlBus, ControlEvent } from '../../core/bus.js';
+import type { PresenceRegistry } from '../../core/presence.js';
 import type { RateLimiter } from '../../core/rate-limit.js';
 import type { Sequencer } from '../../core/sequencer.js';
 
@@ -146,5 +147,75 @@ export function busContract(name: string, open: () => Promise<Opened<ControlBus>
       expect(gone.got).toHaveLength(0);
       stays.stop();
     });
+  });
+}
+
+/** A shared registry can lose a node: `kill(0)` makes node 0 look dead (as if SIGKILLed) and
+ * `sweep(1)` runs node 1's sweep. An in-process registry is one node and has neither. */
+export interface NodeFailure {
+  kill: (node: 0 | 1) => Promise<void>;
+  sweep: (node: 0 | 1) => Promise<string[]>;
+}
+
+export function presenceContract(name: string, open: () => Promise<Opened<PresenceRegistry> & Partial<NodeFailure>>, { nodeFailure = false } = {}) {
+  describe(`PresenceRegistry contract: ${name}`, () => {
+    let opened: Opened<PresenceRegistry> & Partial<NodeFailure>;
+    beforeEach(async () => {
+      opened = await open();
+    });
+    afterEach(() => opened.cleanup());
+
+    const views = async (user: string) => {
+      const out = [];
+      for (const node of opened.nodes) {
+        out.push({
+          among: [...(await node.onlineAmong([user, 'nobody']))],
+          listed: (await node.listOnline()).includes(user),
+          count: await node.count(),
+        });
+      }
+      return out;
+    };
+
+    it('reports the first connection anywhere as coming online, and every node agrees', async () => {
+      const [a, b] = opened.nodes;
+      expect(await a.connected('u1')).toBe(true);
+      expect(await b.connected('u1')).toBe(false);
+      expect(await a.connected('u1')).toBe(false);
+      for (const v of await views('u1')) expect(v).toEqual({ among: ['u1'], listed: true, count: 1 });
+    });
+
+    it('reports the last disconnection anywhere as going offline, exactly once', async () => {
+      const [a, b] = opened.nodes;
+      await a.connected('u2');
+      await b.connected('u2');
+      expect(await a.disconnected('u2')).toBe(false);
+      expect(await b.disconnected('u2')).toBe(true);
+      for (const v of await views('u2')) expect(v).toEqual({ among: [], listed: false, count: 0 });
+      expect(await a.disconnected('u2')).toBe(false); // nothing left to count out
+    });
+
+    it('reports one transition each way under concurrent connects and disconnects on two nodes', async () => {
+      const [a, b] = opened.nodes;
+      const ups = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).connected('u3')));
+      expect(ups.filter(Boolean)).toHaveLength(1);
+      const downs = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).disconnected('u3')));
+      expect(downs.filter(Boolean)).toHaveLength(1);
+      expect(await a.count()).toBe(0);
+    });
+
+    if (nodeFailure) {
+      it("a dead node's users go offline when a survivor sweeps, unless connected elsewhere", async () => {
+        const { kill, sweep } = opened as NodeFailure;
+        const [a, b] = opened.nodes;
+        await a.connected('only-on-a');
+        await a.connected('on-both');
+        await b.connected('on-both');
+        await kill(0);
+        expect((await sweep(1)).sort()).toEqual(['only-on-a']);
+        expect([...(await b.onlineAmong(['only-on-a', 'on-both']))]).toEqual(['on-both']);
+        expect(await sweep(1)).toEqual([]);
+      });
+    }
   });
 }
