@@ -1,22 +1,34 @@
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import { buildApi } from './api/app.js';
 import { ChatBroker } from './broker/broker.js';
 import { Accounts } from './core/accounts.js';
-import { StoreArchive } from './core/archive.js';
-import { LocalBus } from './core/bus.js';
+import { AmqpArchive } from './core/amqp/archive.js';
+import { type Archive, StoreArchive } from './core/archive.js';
+import { type ControlBus, LocalBus } from './core/bus.js';
 import { Chats } from './core/chats.js';
 import type { Config } from './core/config.js';
+import { newId } from './core/ids.js';
 import { Membership } from './core/membership.js';
 import { Messenger } from './core/messenger.js';
 import { Metrics } from './core/metrics.js';
-import { LocalPresence } from './core/presence.js';
-import { LocalRateLimiter } from './core/rate-limit.js';
-import { SEND_BURST, SEND_PER_SECOND } from './core/rules.js';
-import { LocalSequencer } from './core/sequencer.js';
+import { LocalPresence, type PresenceRegistry } from './core/presence.js';
+import { LocalRateLimiter, type RateLimiter } from './core/rate-limit.js';
+import { createAedesCluster } from './core/redis/aedes-cluster.js';
+import { RedisBus } from './core/redis/bus.js';
+import { connectRedis, redisReady } from './core/redis/client.js';
+import { RedisPresence } from './core/redis/presence.js';
+import { RedisRateLimiter } from './core/redis/rate-limit.js';
+import { RedisSequencer } from './core/redis/sequencer.js';
+import {
+  LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, SEND_BURST, SEND_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND,
+} from './core/rules.js';
+import { LocalSequencer, type Sequencer } from './core/sequencer.js';
 import { SqliteStore } from './core/store/sqlite.js';
 import type { Store } from './core/store/store.js';
+import { Archiver } from './worker/archiver.js';
 
 export interface Running {
   /** Base URL of the HTTP API, e.g. http://127.0.0.1:41234 */
@@ -27,8 +39,8 @@ export interface Running {
   app: FastifyInstance;
   broker: ChatBroker;
   store: Store;
-  /** Graceful stop: offline presence for every local user, connections closed, pending
-   * messages committed, store closed. Idempotent. */
+  /** Graceful stop: offline presence for local users, connections closed, pending messages
+   * made durable, store closed. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -36,39 +48,123 @@ export class StartupError extends Error {
   override name = 'StartupError';
 }
 
-/** Wires the embedded deployment: SQLite store, in-process seams, broker and HTTP API. */
-export async function startServer(config: Config): Promise<Running> {
-  for (const [name, value] of [['REDIS_URL', config.redisUrl], ['AMQP_URL', config.amqpUrl], ['MONGO_URL', config.mongoUrl]] as const) {
-    if (value !== undefined) throw new StartupError(`${name} is set, but this version runs the embedded deployment only; unset ${name}`);
+/** The seams, in-process or shared, chosen from the environment. */
+interface Seams {
+  bus: ControlBus;
+  sequencer: Sequencer;
+  presence: PresenceRegistry;
+  sendLimiter: RateLimiter;
+  typingLimiter: RateLimiter;
+  loginFailures: RateLimiter;
+  archive: Archive;
+  cluster?: { mq: unknown; persistence: unknown };
+  worker?: Archiver;
+  close(): Promise<void>;
+}
+
+async function createSeams(config: Config, store: Store, log: FastifyBaseLogger): Promise<Seams> {
+  const closers: (() => Promise<void> | void)[] = [];
+  const report = (what: string) => (err: unknown) => log.error({ err }, what);
+  let seams: Omit<Seams, 'archive' | 'worker' | 'close'>;
+
+  if (config.redisUrl) {
+    const url = config.redisUrl;
+    const ns = config.namespace;
+    const redis = connectRedis(url, report('redis'));
+    const subscriber = connectRedis(url, report('redis subscriber'));
+    closers.push(() => redis.disconnect(), () => subscriber.disconnect());
+    await Promise.all([redisReady(redis), redisReady(subscriber)]).catch((err: Error) => {
+      redis.disconnect();
+      subscriber.disconnect();
+      throw new StartupError(`cannot reach Redis at REDIS_URL: ${err.message}`);
+    });
+    const presence = new RedisPresence(redis, ns, newId());
+    await presence.start();
+    const cluster = await createAedesCluster(url, ns, report('redis (mqtt cluster)'));
+    closers.push(() => presence.close(), () => cluster.close());
+    seams = {
+      bus: await RedisBus.create(redis, subscriber, ns),
+      sequencer: new RedisSequencer(redis, ns, (chatId) => store.maxSeq(chatId)),
+      presence,
+      sendLimiter: new RedisRateLimiter(redis, ns, 'send', SEND_BURST, SEND_PER_SECOND),
+      typingLimiter: new RedisRateLimiter(redis, ns, 'typing', TYPING_BURST, TYPING_PER_SECOND),
+      loginFailures: new RedisRateLimiter(redis, ns, 'login', LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
+      cluster,
+    };
+  } else {
+    seams = {
+      bus: new LocalBus(),
+      sequencer: new LocalSequencer((chatId) => store.maxSeq(chatId)),
+      presence: new LocalPresence(),
+      sendLimiter: new LocalRateLimiter(SEND_BURST, SEND_PER_SECOND),
+      typingLimiter: new LocalRateLimiter(TYPING_BURST, TYPING_PER_SECOND),
+      loginFailures: new LocalRateLimiter(LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
+    };
   }
+
+  let archive: Archive;
+  let worker: Archiver | undefined;
+  if (config.amqpUrl) {
+    archive = await AmqpArchive.connect(config.amqpUrl, config.namespace, report('rabbitmq (archive)')).catch((err: Error) => {
+      throw new StartupError(`cannot reach RabbitMQ at AMQP_URL: ${err.message}`);
+    });
+    worker = new Archiver(config.amqpUrl, config.namespace, store, { onError: report('archive worker') });
+    await worker.start();
+  } else {
+    archive = new StoreArchive(store);
+  }
+
+  return {
+    ...seams,
+    archive,
+    worker,
+    close: async () => {
+      await archive.close();
+      await worker?.stop();
+      for (const close of closers.reverse()) await close();
+    },
+  };
+}
+
+/** Wires one process: store, seams, broker and HTTP API. */
+export async function startServer(config: Config): Promise<Running> {
+  if (config.mongoUrl !== undefined) throw new StartupError('MONGO_URL is set, but the MongoDB store is not available yet; unset MONGO_URL');
+  const log: FastifyBaseLogger = pino({ level: config.logLevel });
   const store = new SqliteStore(join(config.dataDir, 'chat.db'));
-  const bus = new LocalBus();
-  const presence = new LocalPresence();
-  const accounts = new Accounts(store, config.jwtSecret, config.tokenTtl, bus);
+  let seams: Seams;
+  try {
+    seams = await createSeams(config, store, log);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const { bus, presence } = seams;
+  const accounts = new Accounts(store, config.jwtSecret, config.tokenTtl, bus, seams.loginFailures);
   const membership = new Membership(store, bus);
-  const archive = new StoreArchive(store);
   const metrics = new Metrics();
-  let app: FastifyInstance | undefined;
   const messenger = new Messenger({
     store,
-    sequencer: new LocalSequencer((chatId) => store.maxSeq(chatId)),
-    archive,
+    sequencer: seams.sequencer,
+    archive: seams.archive,
     membership,
-    rateLimiter: new LocalRateLimiter(SEND_BURST, SEND_PER_SECOND),
+    rateLimiter: seams.sendLimiter,
     bus,
     metrics,
-    onError: (err, what) => app?.log.error({ err }, `failed: ${what}`),
+    onError: (err, what) => log.error({ err }, `failed: ${what}`),
   });
-  app = await buildApi(config, { store, presence, accounts, metrics, chats: new Chats(store, messenger) });
-  const broker = await ChatBroker.create({ accounts, store, membership, messenger, presence, bus, log: app.log, tls: config.tls });
+  const app = await buildApi(config, log, { store, presence, accounts, metrics, chats: new Chats(store, messenger) });
+  const broker = await ChatBroker.create({
+    cluster: seams.cluster, typingLimiter: seams.typingLimiter, accounts, store, membership, messenger, presence, bus, log: app.log, tls: config.tls,
+  });
+  broker.attachWebSocket(app.server);
   metrics.gauge('chat_mqtt_connections', 'MQTT connections on this node', () => broker.clientCount());
   metrics.gauge('chat_online_users', 'Users with at least one MQTT connection', () => presence.count());
-  broker.attachWebSocket(app.server);
+  if (seams.worker) metrics.gauge('chat_archive_lag', 'Messages waiting in the archive queue', () => seams.worker!.lag());
 
   const shutdown = async () => {
     await broker.close();
     await app.close();
-    await archive.close();
+    await seams.close();
     membership.close();
     await store.close();
   };
@@ -90,6 +186,10 @@ export async function startServer(config: Config): Promise<Running> {
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   app.log.info({ port, dataDir: config.dataDir }, `HTTP API listening on ${scheme}://${shownHost}:${port} (docs at /docs)`);
   app.log.info({ mqttPort }, `MQTT listening on ${config.tls ? 'mqtts' : 'mqtt'}://${shownHost}:${mqttPort} and ${scheme === 'https' ? 'wss' : 'ws'}://${shownHost}:${port}/mqtt`);
+  app.log.info(
+    { redis: Boolean(config.redisUrl), amqp: Boolean(config.amqpUrl), namespace: config.namespace },
+    config.redisUrl || config.amqpUrl ? 'scaled-out seams in use' : 'embedded deployment (in-process seams)',
+  );
 
   // Forget expired sessions now and then; revoked-but-unexpired ones are kept until expiry.
   const sweep = setInterval(() => {

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -37,9 +37,9 @@ declare module 'fastify' {
 /** A chat API request is small: the largest is a group creation with 100 member ids. */
 export const BODY_LIMIT = 64 * 1024;
 
-export async function buildApi(config: Pick<Config, 'logLevel' | 'tls'>, deps: Omit<ApiDeps, 'presenter'>): Promise<FastifyInstance> {
+export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseLogger, deps: Omit<ApiDeps, 'presenter'>): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: { level: config.logLevel },
+    loggerInstance: logger,
     bodyLimit: BODY_LIMIT,
     ...(config.tls ? { https: config.tls } : {}),
     // Errors Fastify raises before routing (e.g. a path with bad %-encoding) get our shape too.

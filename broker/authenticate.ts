@@ -1,7 +1,6 @@
 import type { AuthenticateError, Client, ConnectPacket } from 'aedes';
 import { MAX_CONNECTIONS_PER_USER } from '../core/rules.js';
 import type { BrokerContext } from './context.js';
-import { topics } from './topics.js';
 
 /** CONNACK return codes of MQTT 3.1.1 used here. */
 const IDENTIFIER_REJECTED = 2;
@@ -20,8 +19,8 @@ export function preConnect(client: Client, packet: ConnectPacket, done: (err: Er
 
 /**
  * CONNECT: username = account username, password = a login token. The client id must be empty
- * (clean session only), the user's id, or `<userId>/<device>`. Installs the server's own will
- * (offline presence) in place of any will the client sent.
+ * (clean session only), the user's id, or `<userId>/<device>`. Any will the client sent is
+ * discarded.
  */
 export function authenticate(ctx: BrokerContext) {
   return (client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void) => {
@@ -44,13 +43,10 @@ export function authenticate(ctx: BrokerContext) {
           expiresAt: session.expiresAt,
           live: false,
         });
-        // Aedes keeps the will of a connection being set up in `_will` (not in its types).
-        (client as unknown as { _will: unknown })._will = {
-          topic: topics.presence(user.id),
-          payload: Buffer.from(JSON.stringify({ userId: user.id, status: 'offline', lastSeenAt: new Date().toISOString() })),
-          qos: 1,
-          retain: true,
-        };
+        // Client wills are discarded (Aedes keeps the one being set up in `_will`, not in its
+        // types): offline presence comes from the connection registry, which knows about the
+        // user's other devices and, in a cluster, about dead nodes.
+        (client as unknown as { _will: unknown })._will = null;
         done(null, true);
       },
       (err: Error) => refuse(BAD_USERNAME_OR_PASSWORD, err.message),

@@ -13,9 +13,8 @@ import { parseTopic, topics } from './topics.js';
 export function authorizePublish(ctx: BrokerContext) {
   return (client: Client | null, packet: PublishPacket, done: (err?: Error | null) => void) => {
     if (!client) return done(null);
-    // A connection that dropped: its will is the server's offline presence, which this node
-    // publishes itself from its connection registry (multi-device aware), so the will is dropped.
-    if (client.closed) return done(new Error('will handled by presence'));
+    // Wills are discarded at CONNECT; should one still come from a closing client, drop it.
+    if (client.closed) return done(new Error('wills are not used'));
     const conn = ctx.connections.get(client);
     const topic = parseTopic(packet.topic);
     if (!conn || !topic || topic.kind === 'presence' || topic.kind === 'inbox') {

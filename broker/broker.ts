@@ -11,10 +11,8 @@ import { newId } from '../core/ids.js';
 import type { Membership } from '../core/membership.js';
 import type { Messenger } from '../core/messenger.js';
 import type { PresenceRegistry } from '../core/presence.js';
-import { LocalRateLimiter } from '../core/rate-limit.js';
-import {
-  CONNECT_BURST, CONNECT_PER_SECOND, CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES, TYPING_BURST, TYPING_PER_SECOND,
-} from '../core/rules.js';
+import { LocalRateLimiter, type RateLimiter } from '../core/rate-limit.js';
+import { CONNECT_BURST, CONNECT_PER_SECOND, CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES } from '../core/rules.js';
 import type { Store } from '../core/store/store.js';
 import { authenticate, preConnect } from './authenticate.js';
 import { authorizeForward } from './authorize-forward.js';
@@ -23,10 +21,13 @@ import { authorizeSubscribe, capRequestedQos } from './authorize-subscribe.js';
 import { Connections } from './connections.js';
 import type { BrokerContext } from './context.js';
 import { PacketGuard } from './packet-guard.js';
-import { disconnectAll, onClientGone, onClientReady } from './presence.js';
+import { disconnectAll, onClientGone, onClientReady, publishPresence } from './presence.js';
 import { topics } from './topics.js';
 
 export interface BrokerDeps {
+  /** Redis emitter and persistence when clustered; in-memory Aedes defaults otherwise. */
+  cluster?: { mq: unknown; persistence: unknown } | undefined;
+  typingLimiter: RateLimiter;
   accounts: Accounts;
   store: Store;
   membership: Membership;
@@ -53,6 +54,7 @@ export class ChatBroker {
   });
   private readonly connectLimiter = new LocalRateLimiter(CONNECT_BURST, CONNECT_PER_SECOND);
   private readonly unsubscribeBus: () => void;
+  private readonly sweeper: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly ctx: BrokerContext,
@@ -83,6 +85,18 @@ export class ChatBroker {
         for (const client of ctx.connections.ofUser(event.userId)) client.unsubscribe({ unsubscriptions } as never, () => {});
       }
     });
+
+    // A shared registry outlives its nodes: take the connections of dead nodes out and publish
+    // offline for the users left with none (every node sweeps; each user is reported once).
+    const { presence } = ctx;
+    if (presence.sweep) {
+      this.sweeper = setInterval(() => {
+        presence.sweep!().then(
+          (offline) => offline.forEach((userId) => void publishPresence(ctx, userId, 'offline')),
+          (err: unknown) => ctx.log.warn({ err }, 'presence sweep failed'),
+        );
+      }, 5000).unref();
+    }
   }
 
   static async create(deps: BrokerDeps): Promise<ChatBroker> {
@@ -93,11 +107,12 @@ export class ChatBroker {
       messenger: deps.messenger,
       presence: deps.presence,
       connections: new Connections(),
-      typingLimiter: new LocalRateLimiter(TYPING_BURST, TYPING_PER_SECOND),
+      typingLimiter: deps.typingLimiter,
       log: deps.log,
       closing: false,
     } as Omit<BrokerContext, 'aedes'> as BrokerContext;
     ctx.aedes = await Aedes.createBroker({
+      ...(deps.cluster ? { mq: deps.cluster.mq, persistence: deps.cluster.persistence, heartbeatInterval: 5000 } : {}),
       id: newId(), // unique per start, so a restarted node never inherits a crashed one's identity
       connectTimeout: CONNECT_TIMEOUT_MS,
       maxClientsIdLength: 128, // MQTT 3.1 clients: '<uuid>/<device>' exceeds the default 23
@@ -172,6 +187,7 @@ export class ChatBroker {
   async close(): Promise<void> {
     if (this.ctx.closing) return;
     this.ctx.closing = true;
+    clearInterval(this.sweeper);
     const tcpClosed = new Promise<void>((resolve) => (this.tcp ? this.tcp.close(() => resolve()) : resolve()));
     await disconnectAll(this.ctx);
     await new Promise<void>((resolve) => this.ctx.aedes.close(() => resolve()));

@@ -18,6 +18,8 @@ export interface Config {
   tokenTtl: number;
   logLevel: LogLevel;
   tls: { cert: Buffer; key: Buffer } | undefined;
+  /** Prefix of every Redis key and channel and RabbitMQ queue, so deployments can share them. */
+  namespace: string;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -93,7 +95,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const jwtFromEnv = str('JWT_SECRET');
   if (jwtFromEnv !== undefined && jwtFromEnv.length < 32) problems.push('JWT_SECRET must be at least 32 characters long');
 
+  const namespace = str('NAMESPACE') ?? 'chat';
+  if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(namespace)) problems.push(`NAMESPACE must be 1-32 of [a-z0-9_-], starting with a letter or digit, got "${namespace}"`);
+
   const cfg = {
+    namespace,
     host: str('HOST') ?? '0.0.0.0',
     port: port('PORT', 3000),
     mqttPort: port('MQTT_PORT', 1883),

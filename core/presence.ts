@@ -22,6 +22,9 @@ export interface PresenceRegistry extends PresenceView {
   connected(userId: string): Promise<boolean>;
   /** A connection of `userId` on this node is gone; true when the user just went offline. */
   disconnected(userId: string): Promise<boolean>;
+  /** Shared registries only: removes the connections of nodes that died, and returns the
+   * users thereby left offline (each reported to one caller only). */
+  sweep?(): Promise<string[]>;
   /** Stops this node's background work (heartbeats). Its connections are not forgotten. */
   close(): Promise<void>;
 }

@@ -107,7 +107,10 @@ describe('the server process (npm start)', () => {
       [{ JWT_SECRET: 'short' }, /JWT_SECRET must be at least 32 characters/],
       [{ TLS_CERT: '/nonexistent.pem' }, /TLS_CERT and TLS_KEY must be set together/],
       [{ REDIS_URL: 'http://x' }, /REDIS_URL must start with redis:\/\//],
-      [{ REDIS_URL: 'redis://127.0.0.1:6379' }, /REDIS_URL is set, but this version runs the embedded deployment only/],
+      [{ MONGO_URL: 'mongodb://127.0.0.1:27017/chat' }, /MONGO_URL is set, but the MongoDB store is not available yet/],
+      [{ NAMESPACE: 'Bad Name' }, /NAMESPACE must be 1-32 of/],
+      [{ REDIS_URL: 'redis://127.0.0.1:1' }, /cannot reach Redis at REDIS_URL/],
+      [{ AMQP_URL: 'amqp://127.0.0.1:1' }, /cannot reach RabbitMQ at AMQP_URL/],
     ])('%o', async (env, message) => {
       const { code, output } = await exitOf(launch({ DATA_DIR: dataDir, ...env }));
       expect(code).toBe(1);

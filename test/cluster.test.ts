@@ -1,0 +1,117 @@
+import { once } from 'node:events';
+import { rmSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Connected, connectAs, subscribeGranted, until } from './helpers/mqtt.js';
+import { type ReadyServer, launchServer, serverExit, serverReady } from './helpers/process.js';
+import { type Json, tempDir } from './helpers/server.js';
+
+/**
+ * Two broker nodes, each a real child process, clustered through this machine's Redis and
+ * sharing one SQLite file; users on different nodes. A namespace of this run's own keeps it
+ * apart from anything else using the same Redis.
+ */
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+describe('a cluster of two broker nodes (Redis)', () => {
+  const dataDir = tempDir('chat-cluster-');
+  const namespace = `test-cluster-${process.pid}-${Date.now()}`;
+  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, NAMESPACE: namespace };
+  let node1: ReadyServer;
+  let node2: ReadyServer;
+  const people: Record<string, { user: Json; token: string }> = {};
+  const open: Connected[] = [];
+  let direct: Json;
+  let group: Json;
+
+  beforeAll(async () => {
+    node1 = await serverReady(launchServer(env));
+    node2 = await serverReady(launchServer(env));
+    for (const name of ['alice', 'bob', 'carol']) {
+      await node1.http.post('/api/users', { username: name, password: 'cluster-pass' });
+      const login = await node2.http.post('/api/users/login', { username: name, password: 'cluster-pass' });
+      people[name] = { user: login.body.user, token: login.body.token };
+    }
+    direct = (await node1.http.post('/api/chats', { type: 'direct', memberIds: [people.bob!.user.id] }, people.alice!.token)).body.chat;
+    group = (await node2.http.post('/api/chats', { type: 'group', name: 'across', memberIds: [people.alice!.user.id, people.carol!.user.id] }, people.bob!.token)).body.chat;
+  });
+
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.end().catch(() => {})));
+    for (const node of [node1, node2]) {
+      if (node && node.child.exitCode === null && node.child.signalCode === null) {
+        node.child.kill('SIGTERM');
+        await serverExit(node);
+      }
+    }
+    const redis = new Redis(redisUrl);
+    const keys = await redis.keys(`${namespace}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const connect = async (node: ReadyServer, who: string, opts: Parameters<typeof connectAs>[2] = {}) => {
+    const c = await connectAs(node, people[who]!, opts);
+    open.push(c);
+    return c;
+  };
+
+  it('carries direct and group messages between nodes with contiguous seqs', async () => {
+    const alice = await connect(node1, 'alice');
+    const bob = await connect(node2, 'bob', { transport: 'ws' });
+    const carol = await connect(node2, 'carol');
+    const dTopic = `chats/${direct.id}/messages`;
+    const gTopic = `chats/${group.id}/messages`;
+    await alice.client.subscribeAsync([dTopic, gTopic], { qos: 1 });
+    await bob.client.subscribeAsync([dTopic, gTopic], { qos: 1 });
+    await carol.client.subscribeAsync(gTopic, { qos: 1 });
+
+    await alice.client.publishAsync(dTopic, JSON.stringify({ text: 'hi from node 1', clientMsgId: 'd1' }), { qos: 1 });
+    expect((await until(bob, dTopic, (m) => m.json.clientMsgId === 'd1')).json).toMatchObject({ seq: 2, senderId: people.alice!.user.id });
+    await bob.client.publishAsync(dTopic, JSON.stringify({ text: 'hi from node 2', clientMsgId: 'd2' }), { qos: 1 });
+    expect((await until(alice, dTopic, (m) => m.json.clientMsgId === 'd2')).json.seq).toBe(3);
+
+    await Promise.all(
+      [alice, bob, carol].flatMap((c, who) => Array.from({ length: 10 }, (_, i) => c.client.publishAsync(gTopic, JSON.stringify({ text: `${who}:${i}`, clientMsgId: `g${who}-${i}` }), { qos: 1 }))),
+    );
+    for (const c of [alice, bob, carol]) {
+      const got = await c.waitFor(30, gTopic, 10_000);
+      expect(got.map((m) => m.json.seq).sort((x, y) => x - y)).toEqual(Array.from({ length: 30 }, (_, i) => i + 2));
+    }
+    const history = (await node1.http.get(`/api/messages/${group.id}?limit=100`, people.carol!.token)).body.messages;
+    expect(history.map((m: Json) => m.seq)).toEqual(Array.from({ length: 31 }, (_, i) => i + 1));
+  });
+
+  it('agrees on presence on every node', async () => {
+    for (const node of [node1, node2]) {
+      const online = (await node.http.get('/api/users', people.alice!.token)).body.users.map((u: Json) => u.username).sort();
+      expect(online).toEqual(['alice', 'bob', 'carol']);
+    }
+  });
+
+  it("answers a clean:false client's multi-topic SUBSCRIBE", async () => {
+    const persistent = await connect(node2, 'carol', { clean: false, clientId: `${people.carol!.user.id}/persistent` });
+    const granted = await subscribeGranted(persistent.client, [`chats/${group.id}/messages`, `chats/${group.id}/typing`, `users/${people.carol!.user.id}/inbox`, 'users/+/presence']);
+    expect(granted).toEqual([1, 0, 1, 1]);
+  });
+
+  it("takes a killed node's users offline on the survivor within 30 s; they resume there with contiguous seqs", async () => {
+    const observer = await connect(node2, 'bob');
+    const aliceId = people.alice!.user.id;
+    await observer.client.subscribeAsync(`users/${aliceId}/presence`, { qos: 1 });
+    await until(observer, `users/${aliceId}/presence`, (m) => m.json.status === 'online');
+
+    node1.child.kill('SIGKILL');
+    await once(node1.child, 'exit');
+    const offline = await until(observer, `users/${aliceId}/presence`, (m) => m.json.status === 'offline', 30_000);
+    expect(offline.json.userId).toBe(aliceId);
+    expect((await node2.http.get('/api/users', people.bob!.token)).body.users.map((u: Json) => u.username)).not.toContain('alice');
+
+    const alice = await connect(node2, 'alice');
+    const gTopic = `chats/${group.id}/messages`;
+    await alice.client.subscribeAsync(gTopic, { qos: 1 });
+    await alice.client.publishAsync(gTopic, JSON.stringify({ text: 'back, on node 2', clientMsgId: 'after-kill' }), { qos: 1 });
+    expect((await until(alice, gTopic, (m) => m.json.clientMsgId === 'after-kill')).json.seq).toBe(32);
+  }, 45_000);
+});

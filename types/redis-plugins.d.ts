@@ -1,0 +1,21 @@
+// The Aedes Redis plugins are CommonJS and ship no type declarations; what we use of them.
+declare module 'mqemitter-redis' {
+  import type { EventEmitter } from 'node:events';
+  import type { Redis } from 'ioredis';
+  export class MQEmitterRedisPrefix {
+    constructor(prefix: string, options: { connectionString: string });
+    subConn: Redis;
+    pubConn: Redis;
+    state: EventEmitter;
+    close(cb: () => void): void;
+  }
+}
+
+declare module 'aedes-persistence-redis/asyncPersistence.js' {
+  import type { Redis } from 'ioredis';
+  export default class AsyncRedisPersistence {
+    constructor(opts: { conn: Redis });
+    addSubscriptions(client: { id: string }, subs: unknown[]): Promise<void>;
+    destroy(): Promise<void>;
+  }
+}
