@@ -115,3 +115,82 @@ describe('a cluster of two broker nodes (Redis)', () => {
     expect((await until(alice, gTopic, (m) => m.json.clientMsgId === 'after-kill')).json.seq).toBe(32);
   }, 45_000);
 });
+
+describe('a cluster with the RabbitMQ archive (Redis + AMQP)', () => {
+  const amqpUrl = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  const dataDir = tempDir('chat-cluster-amqp-');
+  const namespace = `test-amqp-${process.pid}-${Date.now()}`;
+  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
+  const nodes: ReadyServer[] = [];
+  const open: Connected[] = [];
+
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.end().catch(() => {})));
+    for (const node of nodes) {
+      if (node.child.exitCode === null && node.child.signalCode === null) {
+        node.child.kill('SIGTERM');
+        await serverExit(node);
+      }
+    }
+    const redis = new Redis(redisUrl);
+    const keys = await redis.keys(`${namespace}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+    const { default: amqp } = await import('amqplib');
+    const conn = await amqp.connect(amqpUrl);
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(`${namespace}.archive`).catch(() => {});
+    await ch.deleteQueue(`${namespace}.archive.dead`).catch(() => {});
+    await conn.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('stores every message PUBACKed by either node once, also when a node dies mid-stream', async () => {
+    nodes.push(await serverReady(launchServer(env)), await serverReady(launchServer(env)));
+    const [n1, n2] = nodes as [ReadyServer, ReadyServer];
+    const who: Record<string, { user: Json; token: string }> = {};
+    for (const name of ['dora', 'evan']) {
+      await n1.http.post('/api/users', { username: name, password: 'cluster-pass' });
+      const login = await n1.http.post('/api/users/login', { username: name, password: 'cluster-pass' });
+      who[name] = { user: login.body.user, token: login.body.token };
+    }
+    const chat = (await n2.http.post('/api/chats', { type: 'group', name: 'queued', memberIds: [who.evan!.user.id] }, who.dora!.token)).body.chat;
+    const topic = `chats/${chat.id}/messages`;
+    const dora = await connectAs(n1, who.dora!);
+    const evan = await connectAs(n2, who.evan!);
+    open.push(dora, evan);
+
+    // Both send; node 1 is SIGKILLed while its sender still has messages in flight.
+    const acked: string[] = [];
+    const send = (c: Connected, id: string) =>
+      new Promise<void>((resolve) => c.client.publish(topic, JSON.stringify({ text: id, clientMsgId: id }), { qos: 1 }, (err) => {
+        if (!err) acked.push(id);
+        resolve();
+      }));
+    // Each sender stays within the per-user burst (30): a rate-limited send is acknowledged too.
+    await Promise.all(Array.from({ length: 12 }, (_, i) => send(evan, `evan-${i}`)));
+    const doraSends = Array.from({ length: 25 }, (_, i) => send(dora, `dora-${i}`));
+    await new Promise((r) => setTimeout(r, 5));
+    n1.child.kill('SIGKILL');
+    await once(n1.child, 'exit');
+    dora.client.end(true);
+    await Promise.race([Promise.all(doraSends), new Promise((r) => setTimeout(r, 2000))]);
+    await Promise.all(Array.from({ length: 12 }, (_, i) => send(evan, `evan-late-${i}`)));
+
+    // History may lag the live stream by the archive delay: wait for node 2's worker.
+    let stored: Json[] = [];
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      stored = (await n2.http.get(`/api/messages/${chat.id}?after=0&limit=100`, who.evan!.token)).body.messages;
+      const ids = new Set(stored.filter((m: Json) => m.type === 'message').map((m: Json) => m.clientMsgId));
+      if (acked.every((id) => ids.has(id)) || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const ids = stored.filter((m: Json) => m.type === 'message').map((m: Json) => m.clientMsgId as string);
+    for (const id of acked) expect(ids).toContain(id);
+    expect(new Set(ids).size).toBe(ids.length); // no duplicate
+    const seqs = stored.map((m: Json) => m.seq as number);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(new Set(seqs).size).toBe(seqs.length);
+  }, 60_000);
+});
