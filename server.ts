@@ -34,7 +34,7 @@ export interface Running {
   /** Base URL of the HTTP API, e.g. http://127.0.0.1:41234 */
   url: string;
   port: number;
-  /** MQTT over TCP port; WebSocket is `/mqtt` on `port`. */
+  /** MQTT over TCP port; WebSocket is `/mqtt` on `port`. 0 without the broker role. */
   mqttPort: number;
   app: FastifyInstance;
   broker: ChatBroker;
@@ -108,8 +108,10 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
     archive = await AmqpArchive.connect(config.amqpUrl, config.namespace, report('rabbitmq (archive)')).catch((err: Error) => {
       throw new StartupError(`cannot reach RabbitMQ at AMQP_URL: ${err.message}`);
     });
-    worker = new Archiver(config.amqpUrl, config.namespace, store, { onError: report('archive worker') });
-    await worker.start();
+    if (config.roles.has('worker')) {
+      worker = new Archiver(config.amqpUrl, config.namespace, store, { onError: report('archive worker') });
+      await worker.start();
+    }
   } else {
     archive = new StoreArchive(store);
   }
@@ -152,11 +154,15 @@ export async function startServer(config: Config): Promise<Running> {
     metrics,
     onError: (err, what) => log.error({ err }, `failed: ${what}`),
   });
-  const app = await buildApi(config, log, { store, presence, accounts, metrics, chats: new Chats(store, messenger) });
+  const { roles } = config;
+  const app = await buildApi(config, log, { store, presence, accounts, metrics, chats: new Chats(store, messenger) }, { rest: roles.has('api') });
+  // Every process has a broker node: with the broker role it accepts MQTT clients; without it
+  // (api, worker) it only publishes server messages (system messages, inbox events, kicks)
+  // into the cluster.
   const broker = await ChatBroker.create({
     cluster: seams.cluster, typingLimiter: seams.typingLimiter, accounts, store, membership, messenger, presence, bus, log: app.log, tls: config.tls,
   });
-  broker.attachWebSocket(app.server);
+  if (roles.has('broker')) broker.attachWebSocket(app.server);
   metrics.gauge('chat_mqtt_connections', 'MQTT connections on this node', () => broker.clientCount());
   metrics.gauge('chat_online_users', 'Users with at least one MQTT connection', () => presence.count());
   if (seams.worker) metrics.gauge('chat_archive_lag', 'Messages waiting in the archive queue', () => seams.worker!.lag());
@@ -174,9 +180,11 @@ export async function startServer(config: Config): Promise<Running> {
     await app.listen({ host: config.host, port: config.port }).catch((err: NodeJS.ErrnoException) => {
       throw err.code === 'EADDRINUSE' ? new StartupError(`HTTP port ${config.port} is in use on ${config.host}; set PORT (0 picks a free port)`) : err;
     });
-    mqttPort = await broker.listenTcp(config.host, config.mqttPort).catch((err: NodeJS.ErrnoException) => {
-      throw err.code === 'EADDRINUSE' ? new StartupError(`MQTT port ${config.mqttPort} is in use on ${config.host}; set MQTT_PORT (0 picks a free port)`) : err;
-    });
+    mqttPort = !roles.has('broker')
+      ? 0
+      : await broker.listenTcp(config.host, config.mqttPort).catch((err: NodeJS.ErrnoException) => {
+          throw err.code === 'EADDRINUSE' ? new StartupError(`MQTT port ${config.mqttPort} is in use on ${config.host}; set MQTT_PORT (0 picks a free port)`) : err;
+        });
   } catch (err) {
     await shutdown();
     throw err;
@@ -185,9 +193,11 @@ export async function startServer(config: Config): Promise<Running> {
   const scheme = config.tls ? 'https' : 'http';
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   app.log.info({ port, dataDir: config.dataDir }, `HTTP API listening on ${scheme}://${shownHost}:${port} (docs at /docs)`);
-  app.log.info({ mqttPort }, `MQTT listening on ${config.tls ? 'mqtts' : 'mqtt'}://${shownHost}:${mqttPort} and ${scheme === 'https' ? 'wss' : 'ws'}://${shownHost}:${port}/mqtt`);
+  if (roles.has('broker')) {
+    app.log.info({ mqttPort }, `MQTT listening on ${config.tls ? 'mqtts' : 'mqtt'}://${shownHost}:${mqttPort} and ${scheme === 'https' ? 'wss' : 'ws'}://${shownHost}:${port}/mqtt`);
+  }
   app.log.info(
-    { redis: Boolean(config.redisUrl), amqp: Boolean(config.amqpUrl), namespace: config.namespace },
+    { roles: [...roles], redis: Boolean(config.redisUrl), amqp: Boolean(config.amqpUrl), namespace: config.namespace },
     config.redisUrl || config.amqpUrl ? 'scaled-out seams in use' : 'embedded deployment (in-process seams)',
   );
 

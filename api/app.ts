@@ -37,7 +37,8 @@ declare module 'fastify' {
 /** A chat API request is small: the largest is a group creation with 100 member ids. */
 export const BODY_LIMIT = 64 * 1024;
 
-export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseLogger, deps: Omit<ApiDeps, 'presenter'>): Promise<FastifyInstance> {
+/** The HTTP server of a process: health and metrics always; REST and /docs with the api role. */
+export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseLogger, deps: Omit<ApiDeps, 'presenter'>, { rest = true } = {}): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: BODY_LIMIT,
@@ -72,6 +73,12 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
 
+  const full: ApiDeps = { ...deps, presenter: new Presenter(deps.store, deps.presence) };
+  const responses = deps.metrics.counter('chat_http_responses_total', 'HTTP responses by status code');
+  app.addHook('onResponse', async (_req, reply) => responses({ status: String(reply.statusCode) }));
+  await app.register(healthRoutes, { deps: full });
+  if (!rest) return app;
+
   await app.register(swagger, {
     openapi: {
       info: { title: 'Chat API', version: '1', description: 'REST side of the chat platform: accounts, chats, members, history.' },
@@ -81,11 +88,7 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
-  const full: ApiDeps = { ...deps, presenter: new Presenter(deps.store, deps.presence) };
-  const responses = deps.metrics.counter('chat_http_responses_total', 'HTTP responses by status code');
-  app.addHook('onResponse', async (_req, reply) => responses({ status: String(reply.statusCode) }));
   app.decorateRequest('auth', null);
-  await app.register(healthRoutes, { deps: full });
   await app.register(
     async (api) => {
       await api.register(usersRoutes, { deps: full });

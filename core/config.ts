@@ -20,7 +20,12 @@ export interface Config {
   tls: { cert: Buffer; key: Buffer } | undefined;
   /** Prefix of every Redis key and channel and RabbitMQ queue, so deployments can share them. */
   namespace: string;
+  /** What this process does: `broker` (MQTT), `api` (REST), `worker` (archive consumer). */
+  roles: Set<Role>;
 }
+
+export const ROLES = ['broker', 'api', 'worker'] as const;
+export type Role = (typeof ROLES)[number];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 type LogLevel = (typeof LOG_LEVELS)[number];
@@ -98,7 +103,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const namespace = str('NAMESPACE') ?? 'chat';
   if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(namespace)) problems.push(`NAMESPACE must be 1-32 of [a-z0-9_-], starting with a letter or digit, got "${namespace}"`);
 
+  const rolesRaw = str('ROLES');
+  const roles = new Set<Role>();
+  for (const r of (rolesRaw ?? ROLES.join(',')).split(',').map((x) => x.trim()).filter(Boolean)) {
+    if ((ROLES as readonly string[]).includes(r)) roles.add(r as Role);
+    else problems.push(`ROLES must be a comma list of ${ROLES.join(', ')}, got "${r}"`);
+  }
+  if (roles.size === 0) problems.push(`ROLES must name at least one of ${ROLES.join(', ')}`);
+  if (roles.size > 0 && roles.size < ROLES.length && str('REDIS_URL') === undefined) {
+    problems.push(`ROLES=${[...roles].join(',')} runs part of the system in this process: the parts share state through Redis, so set REDIS_URL`);
+  }
+  if (rolesRaw !== undefined && roles.has('worker') && roles.size === 1 && str('AMQP_URL') === undefined) {
+    problems.push('ROLES=worker consumes the RabbitMQ archive queue: set AMQP_URL');
+  }
+
   const cfg = {
+    roles,
     namespace,
     host: str('HOST') ?? '0.0.0.0',
     port: port('PORT', 3000),

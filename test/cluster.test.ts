@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Connected, connectAs, subscribeGranted, until } from './helpers/mqtt.js';
+import { type Connected, closed, connectAs, subscribeGranted, until } from './helpers/mqtt.js';
 import { type ReadyServer, launchServer, serverExit, serverReady } from './helpers/process.js';
 import { type Json, tempDir } from './helpers/server.js';
 
@@ -192,5 +192,79 @@ describe('a cluster with the RabbitMQ archive (Redis + AMQP)', () => {
     const seqs = stored.map((m: Json) => m.seq as number);
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(new Set(seqs).size).toBe(seqs.length);
+  }, 60_000);
+});
+
+describe('separate broker, api and worker processes (ROLES)', () => {
+  const amqpUrl = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  const dataDir = tempDir('chat-roles-');
+  const namespace = `test-roles-${process.pid}-${Date.now()}`;
+  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
+  const procs: ReadyServer[] = [];
+  const open: Connected[] = [];
+
+  afterAll(async () => {
+    open.forEach((c) => c.client.end(true));
+    for (const p of procs) {
+      if (p.child.exitCode === null && p.child.signalCode === null) {
+        p.child.kill('SIGTERM');
+        await serverExit(p);
+      }
+    }
+    const redis = new Redis(redisUrl);
+    const keys = await redis.keys(`${namespace}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+    const { default: amqp } = await import('amqplib');
+    const conn = await amqp.connect(amqpUrl);
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(`${namespace}.archive`).catch(() => {});
+    await ch.deleteQueue(`${namespace}.archive.dead`).catch(() => {});
+    await conn.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('serves MQTT from the broker, REST from the api, history through the worker; logout and removal reach the broker', async () => {
+    const [broker, api, worker] = await Promise.all(
+      (['broker', 'api', 'worker'] as const).map((role) => serverReady(launchServer({ ...env, ROLES: role }))),
+    );
+    procs.push(broker!, api!, worker!);
+    expect(api!.mqttPort).toBe(0);
+    expect(broker!.mqttPort).toBeGreaterThan(0);
+    expect((await broker!.http.get('/api/users/me')).status).toBe(404);
+    for (const p of [broker!, api!, worker!]) expect((await p.http.get('/healthz')).status).toBe(200);
+    expect((await fetch(`${broker!.url}/metrics`)).status).toBe(200);
+
+    const who: Record<string, { user: Json; token: string }> = {};
+    for (const name of ['fay', 'gus']) {
+      await api!.http.post('/api/users', { username: name, password: 'roles-pass' });
+      const login = await api!.http.post('/api/users/login', { username: name, password: 'roles-pass' });
+      who[name] = { user: login.body.user, token: login.body.token };
+    }
+    const chat = (await api!.http.post('/api/chats', { type: 'group', name: 'split', memberIds: [who.gus!.user.id] }, who.fay!.token)).body.chat;
+    const topic = `chats/${chat.id}/messages`;
+    const fay = await connectAs(broker!, who.fay!);
+    const gus = await connectAs(broker!, who.gus!);
+    open.push(fay, gus);
+    await fay.client.subscribeAsync(topic, { qos: 1 });
+    await gus.client.subscribeAsync([topic, `users/${who.gus!.user.id}/inbox`], { qos: 1 });
+
+    await fay.client.publishAsync(topic, JSON.stringify({ text: 'split roles', clientMsgId: 'r1' }), { qos: 1 });
+    await until(gus, topic, (m) => m.json.clientMsgId === 'r1');
+    const deadline = Date.now() + 15_000;
+    let history: Json[] = [];
+    while (Date.now() < deadline) {
+      history = (await api!.http.get(`/api/messages/${chat.id}?after=0`, who.gus!.token)).body.messages;
+      if (history.some((m: Json) => m.clientMsgId === 'r1')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(history.map((m: Json) => m.event ?? m.clientMsgId)).toEqual(['chat.created', 'r1']);
+
+    // The api removes gus: the broker ends his subscription and his inbox says so.
+    expect((await api!.http.delete(`/api/chats/${chat.number}/members/${who.gus!.user.id}`, who.fay!.token)).status).toBe(204);
+    await until(gus, `users/${who.gus!.user.id}/inbox`, (m) => m.json.type === 'chat.removed');
+    // The api logs fay out: the broker closes her connection.
+    expect((await api!.http.post('/api/users/logout', undefined, who.fay!.token)).status).toBe(204);
+    await closed(fay.client, 3000);
   }, 60_000);
 });

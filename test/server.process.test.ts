@@ -109,6 +109,8 @@ describe('the server process (npm start)', () => {
       [{ REDIS_URL: 'http://x' }, /REDIS_URL must start with redis:\/\//],
       [{ MONGO_URL: 'mongodb://127.0.0.1:27017/chat' }, /MONGO_URL is set, but the MongoDB store is not available yet/],
       [{ NAMESPACE: 'Bad Name' }, /NAMESPACE must be 1-32 of/],
+      [{ ROLES: 'broker,chef' }, /ROLES must be a comma list of broker, api, worker, got "chef"/],
+      [{ ROLES: 'api' }, /ROLES=api runs part of the system in this process: .* set REDIS_URL/],
       [{ REDIS_URL: 'redis://127.0.0.1:1' }, /cannot reach Redis at REDIS_URL/],
       [{ AMQP_URL: 'amqp://127.0.0.1:1' }, /cannot reach RabbitMQ at AMQP_URL/],
     ])('%o', async (env, message) => {

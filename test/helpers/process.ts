@@ -38,7 +38,9 @@ export async function serverReady(proc: ServerProcess, ms = 20_000): Promise<Rea
   for (;;) {
     const http = /HTTP API listening on (https?:\/\/[\d.]+:(\d+))/.exec(proc.output());
     const mqtt = /MQTT listening on mqtts?:\/\/[\d.]+:(\d+)/.exec(proc.output());
-    if (http && mqtt) return { ...proc, url: http[1]!, port: Number(http[2]), mqttPort: Number(mqtt[1]), http: new Http(http[1]!) };
+    const started = /"msg":"(scaled-out seams in use|embedded deployment[^"]*)"/.test(proc.output());
+    // A process without the broker role logs no MQTT line: its mqttPort is 0.
+    if (http && started) return { ...proc, url: http[1]!, port: Number(http[2]), mqttPort: mqtt ? Number(mqtt[1]) : 0, http: new Http(http[1]!) };
     if (proc.child.exitCode !== null) throw new Error(`server exited ${proc.child.exitCode}: ${proc.output()}`);
     if (Date.now() > deadline) throw new Error(`server did not start: ${proc.output()}`);
     await new Promise((r) => setTimeout(r, 50));
