@@ -1,0 +1,53 @@
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+/**
+ * No Docker engine runs here, so the deployment files are checked by the tools that can read
+ * them without one: docker-compose's schema validation, HAProxy's config check, and a parse of
+ * the Dockerfile. (.ci/run installs docker-compose and haproxy from Debian.)
+ */
+const run = promisify(execFile);
+
+describe('deployment files', () => {
+  it('docker-compose.yml is valid and defines the scaled-out services', async () => {
+    const env = { ...process.env, JWT_SECRET: 'compose-check-secret-compose-check-secret' };
+    await run('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], { env });
+    const { stdout } = await run('docker-compose', ['-f', 'docker-compose.yml', 'config', '--services'], { env });
+    expect(stdout.trim().split('\n').sort()).toEqual(['api', 'broker1', 'broker2', 'lb', 'rabbitmq', 'redis', 'worker']);
+    const { stdout: full } = await run('docker-compose', ['-f', 'docker-compose.yml', 'config'], { env });
+    for (const role of ['broker', 'api', 'worker']) expect(full).toContain(`ROLES: ${role}`);
+    expect(full.match(/healthcheck:/g)?.length).toBeGreaterThanOrEqual(6);
+  });
+
+  it('docker-compose.yml refuses to start without JWT_SECRET', async () => {
+    const env = { ...process.env };
+    delete env.JWT_SECRET;
+    await expect(run('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], { env })).rejects.toThrow(/JWT_SECRET/);
+  });
+
+  it('the load balancer config is valid HAProxy', async () => {
+    const { stdout } = await run('haproxy', ['-c', '-f', 'docker/haproxy.cfg']);
+    expect(stdout).toContain('Configuration file is valid');
+  });
+
+  it('the Dockerfile is multi-stage, runs as a non-root user, has a healthcheck, and copies files that exist', () => {
+    const lines = readFileSync('Dockerfile', 'utf8').replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    const known = new Set(['FROM', 'RUN', 'COPY', 'ENV', 'WORKDIR', 'USER', 'VOLUME', 'EXPOSE', 'HEALTHCHECK', 'CMD', 'ARG', 'LABEL']);
+    const instructions = lines.map((l) => l.split(/\s+/)[0]!);
+    for (const i of instructions) expect(known.has(i), `unknown instruction ${i}`).toBe(true);
+    const froms = lines.filter((l) => l.startsWith('FROM '));
+    expect(froms.length).toBe(2);
+    expect(froms[0]).toMatch(/ AS build$/);
+    const finalStage = lines.slice(lines.lastIndexOf(froms[1]!));
+    expect(finalStage.find((l) => l.startsWith('USER '))).toBe('USER node');
+    expect(finalStage.some((l) => l.startsWith('HEALTHCHECK '))).toBe(true);
+    expect(finalStage.at(-1)).toBe('CMD ["node", "dist/main.js"]');
+    for (const copy of lines.filter((l) => l.startsWith('COPY ') && !l.includes('--from='))) {
+      const sources = copy.split(/\s+/).slice(1, -1);
+      for (const source of sources) expect(existsSync(source), `COPY source ${source}`).toBe(true);
+    }
+    expect(readFileSync('.dockerignore', 'utf8')).toMatch(/^node_modules$/m);
+  });
+});
