@@ -268,3 +268,66 @@ describe('separate broker, api and worker processes (ROLES)', () => {
     await closed(fay.client, 3000);
   }, 60_000);
 });
+
+describe('the archive worker process killed mid-stream (ROLES=worker)', () => {
+  const amqpUrl = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  const dataDir = tempDir('chat-worker-kill-');
+  const namespace = `test-wkill-${process.pid}-${Date.now()}`;
+  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
+  const procs: ReadyServer[] = [];
+  let sender: Connected | undefined;
+
+  afterAll(async () => {
+    sender?.client.end(true);
+    for (const p of procs) {
+      if (p.child.exitCode === null && p.child.signalCode === null) {
+        p.child.kill('SIGTERM');
+        await serverExit(p);
+      }
+    }
+    const redis = new Redis(redisUrl);
+    const keys = await redis.keys(`${namespace}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+    const { default: amqp } = await import('amqplib');
+    const conn = await amqp.connect(amqpUrl);
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(`${namespace}.archive`).catch(() => {});
+    await ch.deleteQueue(`${namespace}.archive.dead`).catch(() => {});
+    await conn.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('loses nothing and duplicates nothing after a restart', async () => {
+    const front = await serverReady(launchServer({ ...env, ROLES: 'broker,api' }));
+    procs.push(front);
+    await front.http.post('/api/users', { username: 'hana', password: 'worker-pass' });
+    const login = await front.http.post('/api/users/login', { username: 'hana', password: 'worker-pass' });
+    const hana = { user: login.body.user, token: login.body.token };
+    const chat = (await front.http.post('/api/chats', { type: 'group', name: 'archive', memberIds: [] }, hana.token)).body.chat;
+    const topic = `chats/${chat.id}/messages`;
+
+    // 25 messages wait in the queue (within the per-user burst); then a worker starts, is
+    // killed while draining, and a new one finishes the job.
+    sender = await connectAs(front, hana);
+    await Promise.all(Array.from({ length: 25 }, (_, i) => sender!.client.publishAsync(topic, JSON.stringify({ text: `q${i}`, clientMsgId: `q${i}` }), { qos: 1 })));
+    const first = await serverReady(launchServer({ ...env, ROLES: 'worker' }));
+    procs.push(first);
+    first.child.kill('SIGKILL');
+    await once(first.child, 'exit');
+    const second = await serverReady(launchServer({ ...env, ROLES: 'worker' }));
+    procs.push(second);
+
+    const deadline = Date.now() + 20_000;
+    let ids: string[] = [];
+    while (Date.now() < deadline) {
+      const messages = (await front.http.get(`/api/messages/${chat.id}?after=0&limit=100`, hana.token)).body.messages as Json[];
+      ids = messages.filter((m) => m.type === 'message').map((m) => m.clientMsgId as string);
+      if (ids.length >= 25) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(ids.sort()).toEqual(Array.from({ length: 25 }, (_, i) => `q${i}`).sort());
+    const seqs = ((await front.http.get(`/api/messages/${chat.id}?after=0&limit=100`, hana.token)).body.messages as Json[]).map((m) => m.seq);
+    expect(seqs).toEqual(Array.from({ length: 26 }, (_, i) => i + 1));
+  }, 60_000);
+});
