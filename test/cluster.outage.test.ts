@@ -1,9 +1,7 @@
-import { rmSync } from 'node:fs';
-import amqp from 'amqplib';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Connected, closed, connectAs } from './helpers/mqtt.js';
-import { type ReadyServer, launchServer, serverExit, serverReady } from './helpers/process.js';
+import { tearDown } from './helpers/deployment.js';
+import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
 import { TcpProxy } from './helpers/proxy.js';
 import { type Json, tempDir } from './helpers/server.js';
 
@@ -43,22 +41,9 @@ describe('a scaled-out node when Redis or RabbitMQ is unreachable', () => {
     open.forEach((c) => c.client.end(true));
     await redisProxy.restore().catch(() => {});
     await amqpProxy.restore().catch(() => {});
-    if (node && node.child.exitCode === null) {
-      node.child.kill('SIGTERM');
-      await serverExit(node);
-    }
+    await tearDown({ procs: [node], namespace, dataDir, amqp: true });
     await redisProxy.cut();
     await amqpProxy.cut();
-    const redis = new Redis('redis://127.0.0.1:6379');
-    const keys = await redis.keys(`${namespace}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
-    const conn = await amqp.connect('amqp://guest:guest@127.0.0.1:5672');
-    const ch = await conn.createChannel();
-    await ch.deleteQueue(`${namespace}.archive`).catch(() => {});
-    await ch.deleteQueue(`${namespace}.archive.dead`).catch(() => {});
-    await conn.close();
-    rmSync(dataDir, { recursive: true, force: true });
   });
 
   const connect = async () => {

@@ -1,9 +1,8 @@
 import { once } from 'node:events';
-import { rmSync } from 'node:fs';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Connected, closed, connectAs, subscribeGranted, until } from './helpers/mqtt.js';
-import { type ReadyServer, launchServer, serverExit, serverReady } from './helpers/process.js';
+import { AMQP_URL, REDIS_URL, tearDown } from './helpers/deployment.js';
+import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
 import { type Json, tempDir } from './helpers/server.js';
 
 /**
@@ -11,7 +10,7 @@ import { type Json, tempDir } from './helpers/server.js';
  * sharing one SQLite file; users on different nodes. A namespace of this run's own keeps it
  * apart from anything else using the same Redis.
  */
-const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const redisUrl = REDIS_URL;
 
 describe('a cluster of two broker nodes (Redis)', () => {
   const dataDir = tempDir('chat-cluster-');
@@ -38,17 +37,7 @@ describe('a cluster of two broker nodes (Redis)', () => {
 
   afterAll(async () => {
     await Promise.all(open.map((c) => c.end().catch(() => {})));
-    for (const node of [node1, node2]) {
-      if (node && node.child.exitCode === null && node.child.signalCode === null) {
-        node.child.kill('SIGTERM');
-        await serverExit(node);
-      }
-    }
-    const redis = new Redis(redisUrl);
-    const keys = await redis.keys(`${namespace}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
-    rmSync(dataDir, { recursive: true, force: true });
+    await tearDown({ procs: [node1, node2], namespace, dataDir });
   });
 
   const connect = async (node: ReadyServer, who: string, opts: Parameters<typeof connectAs>[2] = {}) => {
@@ -117,7 +106,7 @@ describe('a cluster of two broker nodes (Redis)', () => {
 });
 
 describe('a cluster with the RabbitMQ archive (Redis + AMQP)', () => {
-  const amqpUrl = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  const amqpUrl = AMQP_URL;
   const dataDir = tempDir('chat-cluster-amqp-');
   const namespace = `test-amqp-${process.pid}-${Date.now()}`;
   const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
@@ -126,23 +115,7 @@ describe('a cluster with the RabbitMQ archive (Redis + AMQP)', () => {
 
   afterAll(async () => {
     await Promise.all(open.map((c) => c.end().catch(() => {})));
-    for (const node of nodes) {
-      if (node.child.exitCode === null && node.child.signalCode === null) {
-        node.child.kill('SIGTERM');
-        await serverExit(node);
-      }
-    }
-    const redis = new Redis(redisUrl);
-    const keys = await redis.keys(`${namespace}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
-    const { default: amqp } = await import('amqplib');
-    const conn = await amqp.connect(amqpUrl);
-    const ch = await conn.createChannel();
-    await ch.deleteQueue(`${namespace}.archive`).catch(() => {});
-    await ch.deleteQueue(`${namespace}.archive.dead`).catch(() => {});
-    await conn.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await tearDown({ procs: nodes, namespace, dataDir, amqp: true });
   });
 
   it('stores every message PUBACKed by either node once, also when a node dies mid-stream', async () => {
@@ -196,7 +169,7 @@ describe('a cluster with the RabbitMQ archive (Redis + AMQP)', () => {
 });
 
 describe('separate broker, api and worker processes (ROLES)', () => {
-  const amqpUrl = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  const amqpUrl = AMQP_URL;
   const dataDir = tempDir('chat-roles-');
   const namespace = `test-roles-${process.pid}-${Date.now()}`;
   const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
@@ -205,23 +178,7 @@ describe('separate broker, api and worker processes (ROLES)', () => {
 
   afterAll(async () => {
     open.forEach((c) => c.client.end(true));
-    for (const p of procs) {
-      if (p.child.exitCode === null && p.child.signalCode === null) {
-        p.child.kill('SIGTERM');
-        await serverExit(p);
-      }
-    }
-    const redis = new Redis(redisUrl);
-    const keys = await redis.keys(`${namespace}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
-    const { default: amqp } = await import('amqplib');
-    const conn = await amqp.connect(amqpUrl);
-    const ch = await conn.createChannel();
-    await ch.deleteQueue(`${namespace}.archive`).catch(() => {});
-    await ch.deleteQueue(`${namespace}.archive.dead`).catch(() => {});
-    await conn.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await tearDown({ procs, namespace, dataDir, amqp: true });
   });
 
   it('serves MQTT from the broker, REST from the api, history through the worker; logout and removal reach the broker', async () => {
@@ -270,7 +227,7 @@ describe('separate broker, api and worker processes (ROLES)', () => {
 });
 
 describe('the archive worker process killed mid-stream (ROLES=worker)', () => {
-  const amqpUrl = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  const amqpUrl = AMQP_URL;
   const dataDir = tempDir('chat-worker-kill-');
   const namespace = `test-wkill-${process.pid}-${Date.now()}`;
   const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
@@ -279,23 +236,7 @@ describe('the archive worker process killed mid-stream (ROLES=worker)', () => {
 
   afterAll(async () => {
     sender?.client.end(true);
-    for (const p of procs) {
-      if (p.child.exitCode === null && p.child.signalCode === null) {
-        p.child.kill('SIGTERM');
-        await serverExit(p);
-      }
-    }
-    const redis = new Redis(redisUrl);
-    const keys = await redis.keys(`${namespace}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
-    const { default: amqp } = await import('amqplib');
-    const conn = await amqp.connect(amqpUrl);
-    const ch = await conn.createChannel();
-    await ch.deleteQueue(`${namespace}.archive`).catch(() => {});
-    await ch.deleteQueue(`${namespace}.archive.dead`).catch(() => {});
-    await conn.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await tearDown({ procs, namespace, dataDir, amqp: true });
   });
 
   it('loses nothing and duplicates nothing after a restart', async () => {

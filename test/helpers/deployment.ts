@@ -1,0 +1,33 @@
+import { rmSync } from 'node:fs';
+import amqp from 'amqplib';
+import { Redis } from 'ioredis';
+import { queueNames } from '../../core/amqp/topology.js';
+import { type ServerProcess, serverExit } from './process.js';
+
+/** This machine's services, as the scaled-out specs use them. */
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+/**
+ * Ends a test deployment and removes what it left: stops its processes (SIGTERM), deletes its
+ * namespace's Redis keys and RabbitMQ queues, and its data directory.
+ */
+export async function tearDown(d: { procs: (ServerProcess | undefined)[]; namespace: string; dataDir: string; amqp?: boolean }) {
+  for (const p of d.procs) {
+    if (p && p.child.exitCode === null && p.child.signalCode === null) {
+      p.child.kill('SIGTERM');
+      await serverExit(p);
+    }
+  }
+  const redis = new Redis(REDIS_URL);
+  const keys = await redis.keys(`${d.namespace}:*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+  if (d.amqp) {
+    const conn = await amqp.connect(AMQP_URL);
+    const ch = await conn.createChannel();
+    for (const q of Object.values(queueNames(d.namespace))) await ch.deleteQueue(q).catch(() => {});
+    await conn.close();
+  }
+  rmSync(d.dataDir, { recursive: true, force: true });
+}
