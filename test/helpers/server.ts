@@ -91,6 +91,18 @@ export class Http {
     return { status: res.status, body: parsed, headers: res.headers };
   }
 
+  /** Every envelope of a chat after `after`, ascending, following the REST pages. */
+  async history(chatId: string, token: string, after = 0): Promise<Json[]> {
+    const all: Json[] = [];
+    for (;;) {
+      const res = await this.get(`/api/messages/${chatId}?after=${after}&limit=100`, token);
+      if (res.status !== 200) throw new Error(`history of ${chatId}: ${res.status} ${JSON.stringify(res.body)}`);
+      all.push(...res.body.messages);
+      if (!res.body.hasMore) return all;
+      after = res.body.messages.at(-1).seq;
+    }
+  }
+
   get(path: string, token?: string) {
     return this.request('GET', path, { token });
   }
