@@ -26,6 +26,7 @@ import {
   LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, SEND_BURST, SEND_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND,
 } from './core/rules.js';
 import { LocalSequencer, type Sequencer } from './core/sequencer.js';
+import { databaseIn, MongoStore } from './core/store/mongo.js';
 import { SqliteStore } from './core/store/sqlite.js';
 import type { Store } from './core/store/store.js';
 import { Archiver } from './worker/archiver.js';
@@ -128,11 +129,22 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
   };
 }
 
+/** MongoDB when MONGO_URL is set (database: the URL's, else NAMESPACE); otherwise the SQLite
+ * file in DATA_DIR. */
+async function openStore(config: Config): Promise<Store> {
+  if (config.mongoUrl === undefined) return new SqliteStore(join(config.dataDir, 'chat.db'));
+  try {
+    return await MongoStore.open(config.mongoUrl, databaseIn(config.mongoUrl) ?? config.namespace);
+  } catch (err) {
+    // The driver's message names hosts, never the credentials in the URL.
+    throw new StartupError(`cannot use the MongoDB store at MONGO_URL: ${(err as Error).message}`);
+  }
+}
+
 /** Wires one process: store, seams, broker and HTTP API. */
 export async function startServer(config: Config): Promise<Running> {
-  if (config.mongoUrl !== undefined) throw new StartupError('MONGO_URL is set, but the MongoDB store is not available yet; unset MONGO_URL');
   const log: FastifyBaseLogger = pino({ level: config.logLevel });
-  const store = new SqliteStore(join(config.dataDir, 'chat.db'));
+  const store = await openStore(config);
   let seams: Seams;
   try {
     seams = await createSeams(config, store, log);
@@ -197,8 +209,8 @@ export async function startServer(config: Config): Promise<Running> {
     app.log.info({ mqttPort }, `MQTT listening on ${config.tls ? 'mqtts' : 'mqtt'}://${shownHost}:${mqttPort} and ${scheme === 'https' ? 'wss' : 'ws'}://${shownHost}:${port}/mqtt`);
   }
   app.log.info(
-    { roles: [...roles], redis: Boolean(config.redisUrl), amqp: Boolean(config.amqpUrl), namespace: config.namespace },
-    config.redisUrl || config.amqpUrl ? 'scaled-out seams in use' : 'embedded deployment (in-process seams)',
+    { roles: [...roles], redis: Boolean(config.redisUrl), amqp: Boolean(config.amqpUrl), mongo: Boolean(config.mongoUrl), namespace: config.namespace },
+    config.redisUrl || config.amqpUrl || config.mongoUrl ? 'scaled-out seams in use' : 'embedded deployment (in-process seams)',
   );
 
   // Forget expired sessions now and then; revoked-but-unexpired ones are kept until expiry.

@@ -107,7 +107,10 @@ describe('the server process (npm start)', () => {
       [{ JWT_SECRET: 'short' }, /JWT_SECRET must be at least 32 characters/],
       [{ TLS_CERT: '/nonexistent.pem' }, /TLS_CERT and TLS_KEY must be set together/],
       [{ REDIS_URL: 'http://x' }, /REDIS_URL must start with redis:\/\//],
-      [{ MONGO_URL: 'mongodb://127.0.0.1:27017/chat' }, /MONGO_URL is set, but the MongoDB store is not available yet/],
+      [{ MONGO_URL: 'postgres://127.0.0.1/chat' }, /MONGO_URL must start with mongodb:\/\/ or mongodb\+srv:\/\//],
+      [{ MONGO_URL: 'mongodb://127.0.0.1:1/chat?serverSelectionTimeoutMS=500' }, /cannot use the MongoDB store at MONGO_URL: connect ECONNREFUSED 127.0.0.1:1/],
+      // Something that is not MongoDB on the port (Redis).
+      [{ MONGO_URL: 'mongodb://127.0.0.1:6379/chat?serverSelectionTimeoutMS=1000' }, /cannot use the MongoDB store at MONGO_URL: /],
       [{ NAMESPACE: 'Bad Name' }, /NAMESPACE must be 1-32 of/],
       [{ ROLES: 'broker,chef' }, /ROLES must be a comma list of broker, api, worker, got "chef"/],
       [{ ROLES: 'api' }, /ROLES=api runs part of the system in this process: .* set REDIS_URL/],

@@ -86,7 +86,18 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect(await names('a.b')).toEqual(['erin']);
         expect(await names('.*')).toEqual([]);
         expect(await names("' OR 1=1 --")).toEqual([]);
+        expect(await names('$username')).toEqual([]);
+        expect(await names('{"$gt":""}')).toEqual([]);
         expect(await names('r')).toEqual(['carol', 'erin', 'frank']);
+      });
+
+      it('search treats operator-like text as text', async () => {
+        await user('hal', 'Costs $5 {"$ne":1}');
+        await user('ida');
+        const names = async (q: string) => (await store.searchUsers(q, { limit: 50 })).items.map((u) => u.username);
+        expect(await names('$5')).toEqual(['hal']);
+        expect(await names('{"$ne":1}')).toEqual(['hal']);
+        expect(await names('$displayName')).toEqual([]);
       });
 
       it('search pages by username with after and hasMore', async () => {
@@ -225,6 +236,14 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect((await store.getChat(chat.id))!.memberIds).toHaveLength(5);
       });
 
+      it('treats a member id that looks like an operator or a field path as an id', async () => {
+        const [o, a] = await users(2);
+        const chat = await group(o!.id, [a!.id]);
+        const res = await store.removeMember(chat.id, '$ownerId');
+        expect(res).toEqual({ chat, removed: false });
+        expect((await store.getChat(chat.id))!.ownerId).toBe(o!.id);
+      });
+
       it('answers not_found for a chat that does not exist', async () => {
         const [a] = await users(1);
         expect(await code(store.addMembers(newId(), [a!.id], 100, 1))).toBe('not_found');
@@ -260,6 +279,19 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect(messages.map((m) => m.seq)).toEqual([1, 2, 3]);
         expect((messages[1] as MessageEnvelope).text).toBe('m2');
         expect(await store.appendMessages([])).toBe(0);
+      });
+
+      it('stores each envelope once when overlapping batches are appended concurrently', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const all = Array.from({ length: 30 }, (_, i) => ({ ...message(chat.id, i + 1), clientMsgId: `c-${i + 1}` }));
+        // Five writers (think: a worker redelivering batches), each with a window of 10 that
+        // overlaps its neighbours'.
+        const counts = await Promise.all([0, 5, 10, 15, 20].map((from) => store.appendMessages(all.slice(from, from + 10))));
+        expect(counts.reduce((a, b) => a + b, 0)).toBe(30);
+        const { messages } = await store.listMessages(chat.id, { limit: 100 });
+        expect(messages).toEqual(all);
+        expect((await store.getChat(chat.id))!.lastSeq).toBe(30);
       });
 
       it('returns envelopes exactly as appended, system events included', async () => {

@@ -1,8 +1,10 @@
 import type { Reporter, TestModule } from 'vitest/node';
+import { specsNotRun } from './conditional.js';
 
 /**
  * Ends every run with one plain line, `N passed, N failed, N skipped`, that CI and people can
  * read without parsing Vitest's coloured summary. Modules that failed to load count as failed.
+ * Spec files left out for want of a service follow, one `not run:` line each.
  */
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(modules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>) {
@@ -19,5 +21,6 @@ export default class SummaryReporter implements Reporter {
       }
     }
     process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+    for (const spec of specsNotRun()) process.stdout.write(`not run: ${spec.what} (${spec.file}): ${spec.needs} is not set\n`);
   }
 }
