@@ -21,10 +21,12 @@ import { RedisBus } from './core/redis/bus.js';
 import { connectRedis, redisReady } from './core/redis/client.js';
 import { RedisPresence } from './core/redis/presence.js';
 import { RedisRateLimiter } from './core/redis/rate-limit.js';
+import { RedisSendClaims } from './core/redis/send-claims.js';
 import { RedisSequencer } from './core/redis/sequencer.js';
 import {
   LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, SEND_BURST, SEND_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND,
 } from './core/rules.js';
+import { LocalSendClaims, type SendClaims } from './core/send-claims.js';
 import { LocalSequencer, type Sequencer } from './core/sequencer.js';
 import { databaseIn, MongoStore } from './core/store/mongo.js';
 import { SqliteStore } from './core/store/sqlite.js';
@@ -55,6 +57,7 @@ interface Seams {
   sequencer: Sequencer;
   presence: PresenceRegistry;
   sendLimiter: RateLimiter;
+  sendClaims: SendClaims;
   typingLimiter: RateLimiter;
   loginFailures: RateLimiter;
   archive: Archive;
@@ -88,6 +91,7 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
       sequencer: new RedisSequencer(redis, ns, (chatId) => store.maxSeq(chatId)),
       presence,
       sendLimiter: new RedisRateLimiter(redis, ns, 'send', SEND_BURST, SEND_PER_SECOND),
+      sendClaims: new RedisSendClaims(redis, ns),
       typingLimiter: new RedisRateLimiter(redis, ns, 'typing', TYPING_BURST, TYPING_PER_SECOND),
       loginFailures: new RedisRateLimiter(redis, ns, 'login', LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
       cluster,
@@ -98,6 +102,7 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
       sequencer: new LocalSequencer((chatId) => store.maxSeq(chatId)),
       presence: new LocalPresence(),
       sendLimiter: new LocalRateLimiter(SEND_BURST, SEND_PER_SECOND),
+      sendClaims: new LocalSendClaims(),
       typingLimiter: new LocalRateLimiter(TYPING_BURST, TYPING_PER_SECOND),
       loginFailures: new LocalRateLimiter(LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
     };
@@ -162,6 +167,7 @@ export async function startServer(config: Config): Promise<Running> {
     archive: seams.archive,
     membership,
     rateLimiter: seams.sendLimiter,
+    claims: seams.sendClaims,
     bus,
     metrics,
     onError: (err, what) => log.error({ err }, `failed: ${what}`),

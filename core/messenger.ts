@@ -5,6 +5,7 @@ import { newId } from './ids.js';
 import type { Membership } from './membership.js';
 import type { Metrics } from './metrics.js';
 import type { RateLimiter } from './rate-limit.js';
+import type { SendClaims, SentRef } from './send-claims.js';
 import { type RejectReason, parseSend } from './send-rules.js';
 import type { Sequencer } from './sequencer.js';
 import type { ChatRecord, Store } from './store/store.js';
@@ -23,25 +24,12 @@ export interface Delivery {
 
 export type SendResult =
   | { status: 'accepted'; envelope: MessageEnvelope }
-  /** The (chat, sender, clientMsgId) was sent before: same envelope, not delivered again. */
-  | { status: 'duplicate'; envelope: MessageEnvelope }
+  /** The (chat, sender, clientMsgId) was sent before, as `sent`: not stored or delivered again. */
+  | { status: 'duplicate'; sent: SentRef }
   | { status: 'rejected'; reason: RejectReason };
 
-const DEDUPE_MEMORY = 100_000;
-
-/** One try at a send: stored now, found stored before, or refused by the rate limit. */
-type Attempt = { fresh: boolean; envelope: MessageEnvelope } | { limited: true };
-
-/**
- * The message pipeline: validate → authorise → dedupe → rate-limit → number → make durable.
- * The caller (the broker's authorizePublish) acknowledges and delivers only after `send`
- * resolves with `accepted`, so a PUBACK always means the message is in the archive.
- * Also writes the system messages that REST membership changes put in a chat's stream.
- */
 export class Messenger {
   private delivery: Delivery | null = null;
-  /** Recent idempotency keys → the send that claimed them (in flight or done). */
-  private readonly recent = new Map<string, Promise<Attempt>>();
 
   constructor(
     private readonly deps: {
@@ -50,6 +38,7 @@ export class Messenger {
       archive: Archive;
       membership: Membership;
       rateLimiter: RateLimiter;
+      claims: SendClaims;
       bus: ControlBus;
       metrics: Metrics;
       onError: (err: unknown, what: string) => void;
@@ -69,42 +58,46 @@ export class Messenger {
     if (!input.ok) return this.reject(sender.id, chatId, input.clientMsgId, input.reason);
     if (!(await this.deps.membership.check(chatId, sender.id))) return this.reject(sender.id, chatId, input.clientMsgId, 'not_member');
 
-    const key = input.clientMsgId === null ? null : `${chatId}\n${sender.id}\n${input.clientMsgId}`;
-    // A key is claimed synchronously (no await between this lookup and remember()), so
-    // concurrent sends with one key share a single attempt.
-    while (key !== null) {
-      const earlier = this.recent.get(key);
-      if (!earlier) break;
-      const result = await earlier.catch(() => null);
-      if (result && 'envelope' in result) {
-        this.count({ result: 'duplicate' });
-        return { status: 'duplicate', envelope: result.envelope };
-      }
-      if (this.recent.get(key) === earlier) this.recent.delete(key); // it failed: try afresh
+    const { clientMsgId } = input;
+    // The idempotency key is claimed first, so a retry and its original (on this node or
+    // another) never both get a seq.
+    const key = clientMsgId === null ? null : `${chatId}:${sender.id}:${clientMsgId}`;
+    if (key !== null) {
+      const claim = await this.deps.claims.claim(key);
+      if (!claim.claimed) return this.duplicate(claim.sent);
     }
-
-    const attempt = (async (): Promise<Attempt> => {
-      if (!(await this.deps.rateLimiter.take(sender.id))) return { limited: true };
-      if (input.clientMsgId !== null) {
-        // Older than this process's memory (e.g. sent before a restart)?
-        const stored = await this.deps.store.findByClientMsgId(chatId, sender.id, input.clientMsgId);
-        if (stored?.type === 'message') return { fresh: false, envelope: stored };
+    let settled = key === null;
+    try {
+      if (!(await this.deps.rateLimiter.take(sender.id))) return this.reject(sender.id, chatId, clientMsgId, 'rate_limited');
+      if (clientMsgId !== null) {
+        // Sent before the claims' memory (e.g. more than an hour ago, or before a restart)?
+        const stored = await this.deps.store.findByClientMsgId(chatId, sender.id, clientMsgId);
+        if (stored?.type === 'message') {
+          settled = true;
+          await this.deps.claims.complete(key!, stored).catch((err) => this.deps.onError(err, `recording send ${key}`));
+          return this.duplicate(stored);
+        }
       }
       const envelope: MessageEnvelope = {
         type: 'message', id: newId(), chatId, seq: await this.deps.sequencer.next(chatId), senderId: sender.id,
-        senderName: sender.displayName, text: input.text, clientMsgId: input.clientMsgId, createdAt: new Date().toISOString(),
+        senderName: sender.displayName, text: input.text, clientMsgId, createdAt: new Date().toISOString(),
       };
       await this.deps.archive.append(envelope);
-      return { fresh: true, envelope };
-    })();
-    if (key !== null) this.remember(key, attempt);
-    const result = await attempt;
-    if ('limited' in result) {
-      if (key !== null && this.recent.get(key) === attempt) this.recent.delete(key);
-      return this.reject(sender.id, chatId, input.clientMsgId, 'rate_limited');
+      settled = true;
+      // Durable from here on: the PUBACK is due even if the claim cannot be recorded (its
+      // token then expires, and the store's unique index still holds the key).
+      if (key !== null) await this.deps.claims.complete(key, envelope).catch((err) => this.deps.onError(err, `recording send ${key}`));
+      this.count({ result: 'accepted' });
+      return { status: 'accepted', envelope };
+    } finally {
+      // Refused or failed: free the key, so the client's retry is a fresh attempt.
+      if (!settled) await this.deps.claims.release(key!).catch((err) => this.deps.onError(err, `releasing send ${key}`));
     }
-    this.count({ result: result.fresh ? 'accepted' : 'duplicate' });
-    return { status: result.fresh ? 'accepted' : 'duplicate', envelope: result.envelope };
+  }
+
+  private duplicate(sent: SentRef): SendResult {
+    this.count({ result: 'duplicate' });
+    return { status: 'duplicate', sent: { id: sent.id, seq: sent.seq } };
   }
 
   // ---- system messages for membership changes made over REST; never throw
@@ -148,12 +141,5 @@ export class Messenger {
     this.count({ result: 'rejected', reason });
     this.delivery?.toInbox(senderId, { type: 'message.rejected', chatId, clientMsgId, reason });
     return { status: 'rejected', reason };
-  }
-
-  private remember(key: string, pending: Promise<Attempt>) {
-    this.recent.set(key, pending);
-    // A failed send frees its key, so the client's retry is a fresh attempt.
-    pending.catch(() => this.recent.delete(key));
-    if (this.recent.size > DEDUPE_MEMORY) this.recent.delete(this.recent.keys().next().value!);
   }
 }

@@ -272,3 +272,51 @@ describe('the archive worker process killed mid-stream (ROLES=worker)', () => {
     expect(seqs).toEqual(Array.from({ length: 26 }, (_, i) => i + 1));
   }, 60_000);
 });
+
+describe('a retried send that reaches another node before the archive has stored it', () => {
+  const dataDir = tempDir('chat-retry-');
+  const namespace = `test-retry-${process.pid}-${Date.now()}`;
+  // No worker at first: the first copy waits in RabbitMQ, so the store cannot know about it.
+  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: AMQP_URL, NAMESPACE: namespace, ROLES: 'broker,api' };
+  const procs: ReadyServer[] = [];
+  const open: Connected[] = [];
+
+  afterAll(async () => {
+    open.forEach((c) => c.client.end(true));
+    await tearDown({ procs, namespace, dataDir, amqp: true });
+  });
+
+  it('is acknowledged as a duplicate: one seq, one live delivery, one stored message', async () => {
+    const [node1, node2] = await Promise.all([serverReady(launchServer(env)), serverReady(launchServer(env))]);
+    procs.push(node1!, node2!);
+    const who: Record<string, { user: Json; token: string }> = {};
+    for (const name of ['ivy', 'jon']) {
+      await node1!.http.post('/api/users', { username: name, password: 'retry-pass' });
+      const login = await node1!.http.post('/api/users/login', { username: name, password: 'retry-pass' });
+      who[name] = { user: login.body.user, token: login.body.token };
+    }
+    const chat = (await node1!.http.post('/api/chats', { type: 'direct', memberIds: [who.jon!.user.id] }, who.ivy!.token)).body.chat;
+    const topic = `chats/${chat.id}/messages`;
+    const jon = await connectAs(node2!, who.jon!);
+    open.push(jon);
+    await jon.client.subscribeAsync(topic, { qos: 1 });
+
+    // The first copy goes to node 1; the client "lost" the PUBACK and resends from node 2.
+    const first = await connectAs(node1!, who.ivy!);
+    open.push(first);
+    await first.client.publishAsync(topic, JSON.stringify({ text: 'once', clientMsgId: 'x1' }), { qos: 1 });
+    const again = await connectAs(node2!, who.ivy!);
+    open.push(again);
+    await again.client.publishAsync(topic, JSON.stringify({ text: 'once', clientMsgId: 'x1' }), { qos: 1 });
+    await again.client.publishAsync(topic, JSON.stringify({ text: 'next', clientMsgId: 'x2' }), { qos: 1 });
+    await until(jon, topic, (m) => m.json.clientMsgId === 'x2');
+    expect(jon.received.filter((m) => m.topic === topic).map((m) => [m.json.clientMsgId, m.json.seq])).toEqual([['x1', 2], ['x2', 3]]);
+
+    procs.push(await serverReady(launchServer({ ...env, ROLES: 'worker' })));
+    let history: Json[] = [];
+    for (const deadline = Date.now() + 20_000; history.length < 3 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+      history = await node1!.http.history(chat.id, who.ivy!.token);
+    }
+    expect(history.map((m: Json) => [m.event ?? m.clientMsgId, m.seq])).toEqual([['chat.created', 1], ['x1', 2], ['x2', 3]]);
+  }, 60_000);
+});

@@ -15,10 +15,24 @@ describe('deployment files', () => {
     const env = { ...process.env, JWT_SECRET: 'compose-check-secret-compose-check-secret' };
     await run('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], { env });
     const { stdout } = await run('docker-compose', ['-f', 'docker-compose.yml', 'config', '--services'], { env });
-    expect(stdout.trim().split('\n').sort()).toEqual(['api', 'broker1', 'broker2', 'lb', 'rabbitmq', 'redis', 'worker']);
+    expect(stdout.trim().split('\n').sort()).toEqual(['api', 'broker1', 'broker2', 'lb', 'mongo', 'rabbitmq', 'redis', 'worker']);
     const { stdout: full } = await run('docker-compose', ['-f', 'docker-compose.yml', 'config'], { env });
     for (const role of ['broker', 'api', 'worker']) expect(full).toContain(`ROLES: ${role}`);
-    expect(full.match(/healthcheck:/g)?.length).toBeGreaterThanOrEqual(6);
+    expect(full.match(/healthcheck:/g)?.length).toBeGreaterThanOrEqual(7);
+    // Every chat process shares the three engines; the store is a replica set (transactions).
+    for (const v of ['REDIS_URL: redis://redis:6379', 'AMQP_URL: amqp://guest:guest@rabbitmq:5672', 'MONGO_URL: mongodb://mongo:27017/chat?replicaSet=rs0']) {
+      expect(full.split(v).length - 1).toBe(4);
+    }
+    expect(full).toMatch(/- --replSet\s+- rs0/);
+  });
+
+  it("the MongoDB healthcheck's script parses (it initiates the replica set)", async () => {
+    const env = { ...process.env, JWT_SECRET: 'compose-check-secret-compose-check-secret' };
+    const compose = readFileSync('docker-compose.yml', 'utf8');
+    const script = /"--eval", "(.*)"\]/.exec(compose)?.[1];
+    expect(script).toContain('rs.initiate');
+    expect(() => new Function('rs', 'db', 'quit', script!)).not.toThrow();
+    await run('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], { env });
   });
 
   it('docker-compose.yml refuses to start without JWT_SECRET', async () => {

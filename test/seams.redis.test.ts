@@ -1,10 +1,12 @@
+import { describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { connectRedis, redisReady } from '../core/redis/client.js';
 import { RedisBus } from '../core/redis/bus.js';
 import { RedisPresence } from '../core/redis/presence.js';
 import { RedisRateLimiter } from '../core/redis/rate-limit.js';
+import { RedisSendClaims } from '../core/redis/send-claims.js';
 import { RedisSequencer } from '../core/redis/sequencer.js';
-import { busContract, presenceContract, rateLimiterContract, sequencerContract } from './contracts/seams.contract.js';
+import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract } from './contracts/seams.contract.js';
 
 /**
  * The Redis seams against this machine's Redis (REDIS_URL, default redis://127.0.0.1:6379).
@@ -40,6 +42,11 @@ rateLimiterContract('Redis', async (burst, perSecond) => {
   return { nodes: [make(conns[0]!), make(conns[1]!)], cleanup };
 });
 
+sendClaimsContract('Redis', async () => {
+  const { conns, namespace, cleanup } = await nodes();
+  return { nodes: [new RedisSendClaims(conns[0]!, namespace), new RedisSendClaims(conns[1]!, namespace)], cleanup };
+});
+
 busContract('Redis', async () => {
   // Per node: one connection to publish, one in subscriber mode.
   const { conns, namespace, cleanup } = await nodes(4);
@@ -68,3 +75,32 @@ presenceContract('Redis', async () => {
     },
   };
 }, { nodeFailure: true });
+
+describe('RedisSendClaims when a node dies holding a claim', () => {
+  it('frees the claim after its TTL; the late node cannot overwrite the new holder', async () => {
+    const { conns, namespace, cleanup } = await nodes();
+    try {
+      const dying = new RedisSendClaims(conns[0]!, namespace, { claimTtlMs: 300 });
+      const survivor = new RedisSendClaims(conns[1]!, namespace, { claimTtlMs: 300, waitMs: 5000 });
+      expect(await dying.claim('k')).toEqual({ claimed: true });
+      expect(await survivor.claim('k')).toEqual({ claimed: true }); // waited for the TTL
+      await dying.complete('k', { id: 'stale', seq: 1 }); // too late: not its claim any more
+      await survivor.complete('k', { id: 'fresh', seq: 2 });
+      expect(await dying.claim('k')).toEqual({ claimed: false, sent: { id: 'fresh', seq: 2 } });
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('gives up waiting after waitMs with a clear error', async () => {
+    const { conns, namespace, cleanup } = await nodes();
+    try {
+      const holder = new RedisSendClaims(conns[0]!, namespace);
+      const waiter = new RedisSendClaims(conns[1]!, namespace, { waitMs: 300 });
+      await holder.claim('k');
+      await expect(waiter.claim('k')).rejects.toThrow('another send with this clientMsgId is still in progress');
+    } finally {
+      await cleanup();
+    }
+  });
+});
