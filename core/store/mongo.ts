@@ -33,12 +33,14 @@ export class MongoStore implements Store {
   /** Connects to `database`, checks that transactions are available and brings the schema up
    * to date. Driver options in the URL apply (e.g.
    * serverSelectionTimeoutMS, tls, replicaSet), except the write concern, which is always
-   * majority with journal: a PUBACK promises the message survives. */
+   * majority with journal (a PUBACK promises the message survives), and the read preference,
+   * always primary. */
   static async open(url: string, database: string): Promise<MongoStore> {
     const client = new MongoClient(url, {
       writeConcern: { w: 'majority', journal: true },
-      // `actorId: undefined` must come back absent, not null: envelopes are returned as given.
-      ignoreUndefined: true,
+      // Transactions read from the primary only, and so must everything else for a client to
+      // read its own writes; a readPreference in the URL would break both.
+      readPreference: 'primary',
       appName: 'mqtt-chat',
     });
     try {
@@ -75,10 +77,10 @@ export class MongoStore implements Store {
     }
   }
 
-  /** Runs `fn` in a transaction, retried by the driver on transient errors (write conflicts
-   * with a concurrent transaction, a primary stepping down). A duplicate key raised against a
-   * document another transaction committed meanwhile is retried here: the next attempt's
-   * snapshot sees that document. */
+  /** Runs `fn` in a transaction, retried by the driver on transient errors: a write conflict
+   * with a concurrent transaction (also when both insert one unique key), a primary stepping
+   * down. A duplicate key error is retried a few times too, in case one surfaces as such
+   * rather than as a conflict; the next attempt's snapshot sees the other document. */
   private transaction<T>(fn: (session: ClientSession) => Promise<T>): Promise<T> {
     return retryOnDuplicateKey(() =>
       this.client.withSession((session) =>
@@ -174,7 +176,8 @@ export class MongoStore implements Store {
     // The unique index on directKey decides a race: the loser's transaction fails on it (or on
     // a write conflict), is retried, and then finds the winner's chat.
     return this.transaction(async (session) => {
-      const existing = await this.chats.findOne({ directKey }, { session });
+      // $type repeats the partial index's filter, so the planner can use the index.
+      const existing = await this.chats.findOne({ directKey: { $eq: directKey, $type: 'string' } }, { session });
       if (existing) return { chat: toChat(existing), created: false };
       const doc: ChatDoc = {
         _id: c.id, number: await this.nextNumber(session), type: 'direct', name: null, visibility: 'private', ownerId: null,
@@ -238,9 +241,9 @@ export class MongoStore implements Store {
   }
 
   async addMembers(chatId: string, userIds: readonly string[], maxMembers: number, at: number) {
-    // Optimistic: the update applies only if the member list still has the size we counted and
-    // none of the newcomers, so the cap holds and nobody is added twice. A concurrent change
-    // makes it match nothing; then we look again.
+    // Optimistic: the update applies only if the member list is still the one we counted, so
+    // the cap holds and nobody is added twice. A concurrent change makes it match nothing;
+    // then we look again.
     for (;;) {
       const doc = await this.chats.findOne({ _id: chatId });
       if (!doc) throw notFound('chat not found');
@@ -249,7 +252,7 @@ export class MongoStore implements Store {
       if (current.size + added.length > maxMembers) throw groupFull(maxMembers);
       if (added.length === 0) return { chat: toChat(doc), added };
       const updated = await this.chats.findOneAndUpdate(
-        { _id: chatId, members: { $size: doc.members.length }, 'members.userId': { $nin: added } },
+        { _id: chatId, members: doc.members },
         { $push: { members: { $each: added.map((userId) => ({ userId, joinedAt: at })) } } },
         { returnDocument: 'after' },
       );
@@ -282,14 +285,23 @@ export class MongoStore implements Store {
       // Skip what is already stored, as the SQLite store's INSERT OR IGNORE does: a write
       // error inside a transaction would abort it.
       const seqs = new Map<string, number[]>();
-      const keys = new Map<string, string[]>();
+      const keys = new Map<string, { chatId: string; senderId: string; ids: string[] }>();
       for (const e of envelopes) {
         push(seqs, e.chatId, e.seq);
-        if (e.type === 'message' && e.clientMsgId !== null) push(keys, e.chatId, e.clientMsgId);
+        if (e.type === 'message' && e.clientMsgId !== null) {
+          const k = `${e.chatId} ${e.senderId}`;
+          const entry = keys.get(k) ?? keys.set(k, { chatId: e.chatId, senderId: e.senderId, ids: [] }).get(k)!;
+          entry.ids.push(e.clientMsgId);
+        }
+      }
+      // Like the SQLite store's foreign key: no messages for a chat that does not exist.
+      const chatIds = [...seqs.keys()];
+      if ((await this.chats.countDocuments({ _id: { $in: chatIds } }, { session })) !== chatIds.length) {
+        throw new Error(`messages for a chat that does not exist (one of ${chatIds.join(', ')})`);
       }
       const clauses: Filter<MessageDoc>[] = [{ _id: { $in: envelopes.map((e) => e.id) } }];
       for (const [chatId, list] of seqs) clauses.push({ chatId, seq: { $in: list } });
-      for (const [chatId, list] of keys) clauses.push({ chatId, clientMsgId: { $in: list, $type: 'string' } });
+      for (const { chatId, senderId, ids } of keys.values()) clauses.push({ chatId, senderId, clientMsgId: { $in: ids, $type: 'string' } });
       const stored = await this.messages
         .find({ $or: clauses }, { session, projection: { _id: 1, chatId: 1, seq: 1, senderId: 1, clientMsgId: 1 } })
         .toArray();
@@ -315,7 +327,8 @@ export class MongoStore implements Store {
         take(doc);
         fresh.push(doc);
       }
-      if (fresh.length > 0) await this.messages.insertMany(fresh, { session });
+      // ignoreUndefined: an absent optional field (actorId) stays absent, as appended.
+      if (fresh.length > 0) await this.messages.insertMany(fresh, { session, ignoreUndefined: true });
       for (const [chatId, seq] of top) await this.chats.updateOne({ _id: chatId }, { $max: { lastSeq: seq } }, { session });
       return fresh.length;
     });

@@ -294,6 +294,14 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect((await store.getChat(chat.id))!.lastSeq).toBe(30);
       });
 
+      it('refuses a batch naming a chat that does not exist, storing none of it', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        await expect(store.appendMessages([message(chat.id, 1), message(newId(), 1)])).rejects.toThrow();
+        expect((await store.listMessages(chat.id, { limit: 10 })).messages).toEqual([]);
+        expect((await store.getChat(chat.id))!.lastSeq).toBe(0);
+      });
+
       it('returns envelopes exactly as appended, system events included', async () => {
         const [o] = await users(1);
         const chat = await group(o!.id, []);
