@@ -114,6 +114,32 @@ describe('archive through RabbitMQ', () => {
     await archive.close();
   });
 
+  it('dead-letters an envelope whose seq another message holds; a redelivered one is acknowledged', async () => {
+    const namespace = ns();
+    const held = envelope(900);
+    await store.appendMessages([held]);
+    const archive = await AmqpArchive.connect(url, namespace);
+    const usurper = envelope(900); // same seq, another message: what a reseeded sequencer would produce
+    await archive.append(held); // a redelivery of what is stored
+    await archive.append(usurper);
+    await archive.append(envelope(901));
+    const errors: string[] = [];
+    const worker = new Archiver(url, namespace, store, { lingerMs: 1, onError: (err) => errors.push((err as Error).message) });
+    await worker.start();
+    const raw = await amqp.connect(url);
+    const ch = await raw.createChannel();
+    await until(async () => (await ch.checkQueue(queueNames(namespace).dead)).messageCount === 1 && (await store.maxSeq(chatId)) === 901);
+    const dead = await ch.get(queueNames(namespace).dead, { noAck: true });
+    expect(dead && JSON.parse(dead.content.toString()).id).toBe(usurper.id);
+    expect(errors).toContain(`seq 900 of chat ${chatId} belongs to message ${held.id}; envelope ${usurper.id} dead-lettered`);
+    const { messages } = await store.listMessages(chatId, { after: 899, limit: 10 });
+    expect(messages.map((m) => [m.seq, m.id === held.id])).toEqual([[900, true], [901, false]]);
+    await until(async () => (await worker.lag()) === 0);
+    await worker.stop();
+    await raw.close();
+    await archive.close();
+  });
+
   it('refuses appends while RabbitMQ is unreachable, and accepts them again once it is back', async () => {
     await expect(AmqpArchive.connect('amqp://guest:guest@127.0.0.1:1', ns())).rejects.toThrow();
 

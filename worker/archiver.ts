@@ -22,6 +22,11 @@ export interface ArchiverOptions {
  * When a batch fails, its envelopes are written one by one: a poison message is rejected alone
  * and, after the queue's delivery limit, dead-lettered instead of retried for ever; a message
  * that is not an envelope at all is dead-lettered at once. Reconnects with backoff.
+ *
+ * An envelope the store skipped is looked up: a redelivery (the same id at its seq) is fine;
+ * another message at its seq means two messages were given one seq (a sequencer reseeded from
+ * a store behind the queue), and the envelope is dead-lettered and reported rather than lost
+ * without a word.
  */
 export class Archiver {
   private connection: ChannelModel | null = null;
@@ -109,7 +114,7 @@ export class Archiver {
   }
 
   private async write(channel: Channel, batch: ConsumeMessage[]) {
-    const parsed: { msg: ConsumeMessage; envelope: Envelope }[] = [];
+    const parsed: Parsed[] = [];
     for (const msg of batch) {
       const envelope = parseEnvelope(msg.content);
       if (envelope) parsed.push({ msg, envelope });
@@ -119,21 +124,40 @@ export class Archiver {
       }
     }
     try {
-      await this.store.appendMessages(parsed.map((p) => p.envelope));
-      this.stored += parsed.length;
-      for (const p of parsed) channel.ack(p.msg);
+      const written = await this.store.appendMessages(parsed.map((p) => p.envelope));
+      this.stored += written;
+      await this.settle(channel, parsed, written);
     } catch (batchErr) {
       this.onError(batchErr);
       for (const p of parsed) {
         try {
-          await this.store.appendMessages([p.envelope]);
-          this.stored++;
-          channel.ack(p.msg);
+          const written = await this.store.appendMessages([p.envelope]);
+          this.stored += written;
+          await this.settle(channel, [p], written);
         } catch (err) {
           this.onError(err);
           channel.nack(p.msg, false, true); // retried until the delivery limit dead-letters it
         }
       }
+    }
+  }
+
+  /** Acks what the store holds; dead-letters envelopes whose seq another message took. */
+  private async settle(channel: Channel, items: Parsed[], written: number) {
+    for (const p of items) {
+      if (written < items.length) {
+        const e = p.envelope;
+        const { messages } = await this.store.listMessages(e.chatId, { after: e.seq - 1, before: e.seq + 1, limit: 1 });
+        const holder = messages[0];
+        if (holder && holder.id !== e.id) {
+          this.onError(new Error(`seq ${e.seq} of chat ${e.chatId} belongs to message ${holder.id}; envelope ${e.id} dead-lettered`));
+          channel.nack(p.msg, false, false);
+          continue;
+        }
+        // No message at its seq: the store kept an earlier send with the same clientMsgId.
+        if (!holder) this.onError(new Error(`envelope ${e.id} (chat ${e.chatId}, seq ${e.seq}) repeats a stored clientMsgId; not stored`));
+      }
+      channel.ack(p.msg);
     }
   }
 
@@ -154,6 +178,11 @@ export class Archiver {
     // close() never settles on a connection whose socket already died: bound it.
     await Promise.race([connection?.close().catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
   }
+}
+
+interface Parsed {
+  msg: ConsumeMessage;
+  envelope: Envelope;
 }
 
 function parseEnvelope(content: Buffer): Envelope | null {
