@@ -1,31 +1,27 @@
 import { once } from 'node:events';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { type Connected, closed, connectAs, subscribeGranted, until } from './helpers/mqtt.js';
-import { AMQP_URL, REDIS_URL, tearDown } from './helpers/deployment.js';
+import { testDeployment } from './helpers/deployment.js';
 import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
-import { type Json, tempDir } from './helpers/server.js';
+import type { Json } from './helpers/server.js';
 
 /**
  * Two broker nodes, each a real child process, clustered through this machine's Redis and
  * sharing one SQLite file; users on different nodes. A namespace of this run's own keeps it
  * apart from anything else using the same Redis.
  */
-const redisUrl = REDIS_URL;
-
 describe('a cluster of two broker nodes (Redis)', () => {
-  const dataDir = tempDir('chat-cluster-');
-  const namespace = `test-cluster-${process.pid}-${Date.now()}`;
-  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, NAMESPACE: namespace };
+  const { env, procs, open } = testDeployment('cluster');
   let node1: ReadyServer;
   let node2: ReadyServer;
   const people: Record<string, { user: Json; token: string }> = {};
-  const open: Connected[] = [];
   let direct: Json;
   let group: Json;
 
   beforeAll(async () => {
     node1 = await serverReady(launchServer(env));
     node2 = await serverReady(launchServer(env));
+    procs.push(node1, node2);
     for (const name of ['alice', 'bob', 'carol']) {
       await node1.http.post('/api/users', { username: name, password: 'cluster-pass' });
       const login = await node2.http.post('/api/users/login', { username: name, password: 'cluster-pass' });
@@ -33,11 +29,6 @@ describe('a cluster of two broker nodes (Redis)', () => {
     }
     direct = (await node1.http.post('/api/chats', { type: 'direct', memberIds: [people.bob!.user.id] }, people.alice!.token)).body.chat;
     group = (await node2.http.post('/api/chats', { type: 'group', name: 'across', memberIds: [people.alice!.user.id, people.carol!.user.id] }, people.bob!.token)).body.chat;
-  });
-
-  afterAll(async () => {
-    await Promise.all(open.map((c) => c.end().catch(() => {})));
-    await tearDown({ procs: [node1, node2], namespace, dataDir });
   });
 
   const connect = async (node: ReadyServer, who: string, opts: Parameters<typeof connectAs>[2] = {}) => {
@@ -106,17 +97,7 @@ describe('a cluster of two broker nodes (Redis)', () => {
 });
 
 describe('a cluster with the RabbitMQ archive (Redis + AMQP)', () => {
-  const amqpUrl = AMQP_URL;
-  const dataDir = tempDir('chat-cluster-amqp-');
-  const namespace = `test-amqp-${process.pid}-${Date.now()}`;
-  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
-  const nodes: ReadyServer[] = [];
-  const open: Connected[] = [];
-
-  afterAll(async () => {
-    await Promise.all(open.map((c) => c.end().catch(() => {})));
-    await tearDown({ procs: nodes, namespace, dataDir, amqp: true });
-  });
+  const { env, procs: nodes, open } = testDeployment('cluster-amqp', { amqp: true });
 
   it('stores every message PUBACKed by either node once, also when a node dies mid-stream', async () => {
     nodes.push(await serverReady(launchServer(env)), await serverReady(launchServer(env)));
@@ -169,17 +150,7 @@ describe('a cluster with the RabbitMQ archive (Redis + AMQP)', () => {
 });
 
 describe('separate broker, api and worker processes (ROLES)', () => {
-  const amqpUrl = AMQP_URL;
-  const dataDir = tempDir('chat-roles-');
-  const namespace = `test-roles-${process.pid}-${Date.now()}`;
-  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
-  const procs: ReadyServer[] = [];
-  const open: Connected[] = [];
-
-  afterAll(async () => {
-    open.forEach((c) => c.client.end(true));
-    await tearDown({ procs, namespace, dataDir, amqp: true });
-  });
+  const { env, procs, open } = testDeployment('roles', { amqp: true });
 
   it('serves MQTT from the broker, REST from the api, history through the worker; logout and removal reach the broker', async () => {
     const [broker, api, worker] = await Promise.all(
@@ -227,17 +198,7 @@ describe('separate broker, api and worker processes (ROLES)', () => {
 });
 
 describe('the archive worker process killed mid-stream (ROLES=worker)', () => {
-  const amqpUrl = AMQP_URL;
-  const dataDir = tempDir('chat-worker-kill-');
-  const namespace = `test-wkill-${process.pid}-${Date.now()}`;
-  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: amqpUrl, NAMESPACE: namespace };
-  const procs: ReadyServer[] = [];
-  let sender: Connected | undefined;
-
-  afterAll(async () => {
-    sender?.client.end(true);
-    await tearDown({ procs, namespace, dataDir, amqp: true });
-  });
+  const { env, procs, open } = testDeployment('wkill', { amqp: true });
 
   it('loses nothing and duplicates nothing after a restart', async () => {
     const front = await serverReady(launchServer({ ...env, ROLES: 'broker,api' }));
@@ -250,8 +211,9 @@ describe('the archive worker process killed mid-stream (ROLES=worker)', () => {
 
     // 25 messages wait in the queue (within the per-user burst); then a worker starts, is
     // killed while draining, and a new one finishes the job.
-    sender = await connectAs(front, hana);
-    await Promise.all(Array.from({ length: 25 }, (_, i) => sender!.client.publishAsync(topic, JSON.stringify({ text: `q${i}`, clientMsgId: `q${i}` }), { qos: 1 })));
+    const sender = await connectAs(front, hana);
+    open.push(sender);
+    await Promise.all(Array.from({ length: 25 }, (_, i) => sender.client.publishAsync(topic, JSON.stringify({ text: `q${i}`, clientMsgId: `q${i}` }), { qos: 1 })));
     const first = await serverReady(launchServer({ ...env, ROLES: 'worker' }));
     procs.push(first);
     first.child.kill('SIGKILL');
@@ -274,17 +236,10 @@ describe('the archive worker process killed mid-stream (ROLES=worker)', () => {
 });
 
 describe('a retried send that reaches another node before the archive has stored it', () => {
-  const dataDir = tempDir('chat-retry-');
-  const namespace = `test-retry-${process.pid}-${Date.now()}`;
+  const deployment = testDeployment('retry', { amqp: true });
+  const { procs, open } = deployment;
   // No worker at first: the first copy waits in RabbitMQ, so the store cannot know about it.
-  const env = { DATA_DIR: dataDir, REDIS_URL: redisUrl, AMQP_URL: AMQP_URL, NAMESPACE: namespace, ROLES: 'broker,api' };
-  const procs: ReadyServer[] = [];
-  const open: Connected[] = [];
-
-  afterAll(async () => {
-    open.forEach((c) => c.client.end(true));
-    await tearDown({ procs, namespace, dataDir, amqp: true });
-  });
+  const env = { ...deployment.env, ROLES: 'broker,api' };
 
   it('is acknowledged as a duplicate: one seq, one live delivery, one stored message', async () => {
     const [node1, node2] = await Promise.all([serverReady(launchServer(env)), serverReady(launchServer(env))]);

@@ -1,8 +1,11 @@
 import { rmSync } from 'node:fs';
 import amqp from 'amqplib';
 import { Redis } from 'ioredis';
+import { afterAll } from 'vitest';
 import { queueNames } from '../../core/amqp/topology.js';
+import type { Connected } from './mqtt.js';
 import { type ServerProcess, serverExit } from './process.js';
+import { tempDir } from './server.js';
 
 /** This machine's services, as the scaled-out specs use them. */
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -30,4 +33,23 @@ export async function tearDown(d: { procs: (ServerProcess | undefined)[]; namesp
     await conn.close();
   }
   rmSync(d.dataDir, { recursive: true, force: true });
+}
+
+/**
+ * A deployment of the enclosing describe block: its own namespace and data directory, the
+ * environment its processes share (Redis, and RabbitMQ with `amqp`), and lists of the
+ * processes and MQTT clients to end in afterAll, when everything it left is removed.
+ */
+export function testDeployment(name: string, opts: { amqp?: boolean } = {}) {
+  const dataDir = tempDir(`chat-${name}-`);
+  // NAMESPACE allows 32 characters.
+  const namespace = `test-${name}-${process.pid.toString(36)}-${Date.now().toString(36)}`;
+  const env: Record<string, string> = { DATA_DIR: dataDir, REDIS_URL, NAMESPACE: namespace, ...(opts.amqp ? { AMQP_URL } : {}) };
+  const procs: ServerProcess[] = [];
+  const open: Connected[] = [];
+  afterAll(async () => {
+    open.forEach((c) => c.client.end(true));
+    await tearDown({ procs, namespace, dataDir, amqp: opts.amqp });
+  });
+  return { env, procs, open, namespace, dataDir };
 }
