@@ -7,7 +7,7 @@ import addFormats from 'ajv-formats';
 import type { Accounts, Authenticated } from '../core/accounts.js';
 import type { Chats } from '../core/chats.js';
 import type { Config } from '../core/config.js';
-import { type ErrorCode, errorStatus, isAppError, unauthorized } from '../core/errors.js';
+import { type ErrorCode, errorStatus, isAppError, isOutage, unauthorized } from '../core/errors.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PresenceView } from '../core/presence.js';
 import type { Store } from '../core/store/store.js';
@@ -120,7 +120,8 @@ function sendError(reply: FastifyReply, code: ErrorCode, message: string, status
   return reply.code(status ?? errorStatus[code]).send({ error: { code, message } });
 }
 
-/** Maps every failure to the one error shape. Only a fault of ours answers 5xx. */
+/** Maps every failure to the one error shape. Only a fault of ours answers 500; an unreachable
+ * backing service answers 503 with Retry-After. */
 function errorHandler(this: FastifyInstance, err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
   if (isAppError(err)) return sendError(reply, err.code, err.message);
   if (err.validation) return sendError(reply, 'invalid_input', err.message);
@@ -129,6 +130,11 @@ function errorHandler(this: FastifyInstance, err: FastifyError, req: FastifyRequ
     const code: ErrorCode =
       status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : status === 429 ? 'rate_limited' : 'invalid_input';
     return sendError(reply, code, err.message, code === 'invalid_input' ? 400 : status);
+  }
+  if (isOutage(err)) {
+    req.log.warn({ err }, 'request refused: a backing service is unavailable');
+    reply.header('retry-after', '5');
+    return sendError(reply, 'unavailable', 'a service this server depends on is unavailable; retry shortly');
   }
   req.log.error({ err }, 'request failed');
   return sendError(reply, 'internal_error', 'internal error', 500);

@@ -40,3 +40,23 @@ export const groupFull = (max: number) => new AppError('group_full', `a group ha
 export const usernameTaken = () => new AppError('username_taken', 'this username is taken');
 
 export const isAppError = (err: unknown): err is AppError => err instanceof AppError;
+
+/** Names of the errors our clients raise when their service is unreachable. */
+const OUTAGES = new Set([
+  'MaxRetriesPerRequestError', // ioredis: Redis did not answer
+  'MongoNetworkError', 'MongoNetworkTimeoutError', 'MongoServerSelectionError', 'MongoTopologyClosedError', 'MongoNotConnectedError',
+]);
+
+/**
+ * Whether `err` means a service the server depends on (Redis, MongoDB, a SQLite file locked
+ * past its busy timeout) is unreachable or overloaded right now, so that the same request may
+ * well succeed shortly: answered 503 `unavailable`, not 500.
+ */
+export function isOutage(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (OUTAGES.has(err.name) || err.message === 'Connection is closed.') return true;
+  const { code } = err as { code?: unknown };
+  if (code === 'SQLITE_BUSY' || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT') return true;
+  const labels = err as { hasErrorLabel?: (label: string) => boolean };
+  return typeof labels.hasErrorLabel === 'function' && (labels.hasErrorLabel('RetryableWriteError') || labels.hasErrorLabel('TransientTransactionError'));
+}

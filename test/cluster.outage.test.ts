@@ -97,6 +97,9 @@ describe('a scaled-out node when Redis or RabbitMQ is unreachable', () => {
     const c = await connect().catch(() => null); // connecting may or may not work without Redis
     if (c) expect(await acked(c, 'during-redis-outage')).toBe(false);
     expect((await node.http.get('/healthz')).status).toBe(200);
+    // REST that needs Redis (the login limiter) says the service is unavailable, not that it broke.
+    const login = await node.http.post('/api/users/login', { username: 'olive', password: 'outage-pass' });
+    expect([login.status, login.body.error?.code, login.headers.get('retry-after')]).toEqual([503, 'unavailable', '5']);
     expect(node.child.exitCode).toBeNull();
 
     await redisProxy.restore();
