@@ -104,3 +104,19 @@ describe('RedisSendClaims when a node dies holding a claim', () => {
     }
   });
 });
+
+describe('RedisSequencer when Redis loses a chat key', () => {
+  it('seeds it again from the store', async () => {
+    const { conns, namespace, cleanup } = await nodes();
+    try {
+      let stored = 10;
+      const seq = new RedisSequencer(conns[0]!, namespace, async () => stored);
+      expect([await seq.next('c'), await seq.next('c')]).toEqual([11, 12]);
+      stored = 12; // both archived
+      await conns[1]!.del(`${namespace}:seq:c`);
+      expect(await seq.next('c')).toBe(13);
+    } finally {
+      await cleanup();
+    }
+  });
+});

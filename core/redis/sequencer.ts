@@ -1,21 +1,20 @@
 import type { Redis } from 'ioredis';
 import type { Sequencer } from '../sequencer.js';
 
-/** INCR on a per-chat key; a cold key (first use, or Redis lost it) is seeded once, atomically. */
+/** INCR of a per-chat key, or nil while the key is cold (first use, or Redis lost it). */
 const NEXT = `
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[1] == '' then return false end
-  redis.call('SET', KEYS[1], ARGV[1], 'NX')
-end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('INCR', KEYS[1])`;
 
 /**
  * Per-chat seqs shared by every broker node: one Redis counter per chat under
- * `<namespace>:seq:<chatId>`. The store is read only when the key is cold.
+ * `<namespace>:seq:<chatId>`. The store is read only when the key is cold: the highest stored
+ * seq is set with NX (so the first node to seed wins), then every caller INCRs.
  */
 export class RedisSequencer implements Sequencer {
-  /** Store reads in flight, so concurrent first calls on this node share one. */
-  private readonly seeding = new Map<string, Promise<number>>();
+  /** Seeds in flight on this node, so concurrent first calls share one store read. An entry
+   * lives until the key is set, and a moment longer for calls that found it cold just before. */
+  private readonly seeding = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly redis: Redis,
@@ -27,14 +26,20 @@ export class RedisSequencer implements Sequencer {
 
   async next(chatId: string): Promise<number> {
     const key = `${this.namespace}:seq:${chatId}`;
-    const run = (seed: string) => (this.redis as unknown as { chatSeqNext(k: string, s: string): Promise<number | null> }).chatSeqNext(key, seed);
-    const n = await run('');
-    if (n !== null) return n;
-    let seed = this.seeding.get(chatId);
-    if (!seed) {
-      seed = this.seed(chatId).finally(() => this.seeding.delete(chatId));
-      this.seeding.set(chatId, seed);
+    let awaited: Promise<unknown> | undefined;
+    for (;;) {
+      const n = await (this.redis as unknown as { chatSeqNext(k: string): Promise<number | null> }).chatSeqNext(key);
+      if (n !== null) return n;
+      let seeding = this.seeding.get(chatId);
+      // Cold again after a seed we waited for (Redis lost the key meanwhile): seed anew.
+      if (!seeding || seeding === awaited) {
+        seeding = this.seed(chatId)
+          .then((max) => this.redis.set(key, String(max), 'NX'))
+          .finally(() => setTimeout(() => this.seeding.delete(chatId), 1000).unref());
+        this.seeding.set(chatId, seeding);
+      }
+      awaited = seeding;
+      await seeding;
     }
-    return (await run(String(await seed)))!;
   }
 }
