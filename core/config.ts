@@ -99,6 +99,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
   const jwtFromEnv = str('JWT_SECRET');
   if (jwtFromEnv !== undefined && jwtFromEnv.length < 32) problems.push('JWT_SECRET must be at least 32 characters long');
+  if (jwtFromEnv === undefined && str('REDIS_URL') !== undefined && str('MONGO_URL') !== undefined) {
+    // A cluster on MongoDB spans machines: secrets generated into each DATA_DIR would differ,
+    // and a token signed by one process would be refused by the next.
+    problems.push('REDIS_URL and MONGO_URL make a cluster across machines: set JWT_SECRET (at least 32 characters), the same for every process');
+  }
 
   const namespace = str('NAMESPACE') ?? 'chat';
   if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(namespace)) problems.push(`NAMESPACE must be 1-32 of [a-z0-9_-], starting with a letter or digit, got "${namespace}"`);
