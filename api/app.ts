@@ -132,7 +132,7 @@ function errorHandler(this: FastifyInstance, err: FastifyError, req: FastifyRequ
     return sendError(reply, code, err.message, code === 'invalid_input' ? 400 : status);
   }
   if (isOutage(err)) {
-    req.log.warn({ err }, 'request refused: a backing service is unavailable');
+    req.log.error({ err }, 'request refused: a backing service is unavailable');
     reply.header('retry-after', '5');
     return sendError(reply, 'unavailable', 'a service this server depends on is unavailable; retry shortly');
   }

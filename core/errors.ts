@@ -41,10 +41,11 @@ export const usernameTaken = () => new AppError('username_taken', 'this username
 
 export const isAppError = (err: unknown): err is AppError => err instanceof AppError;
 
-/** Names of the errors our clients raise when their service is unreachable. */
+/** Names of the errors our clients raise when their service is unreachable. (Not the errors
+ * of a client used after we closed it: those are our bugs.) */
 const OUTAGES = new Set([
   'MaxRetriesPerRequestError', // ioredis: Redis did not answer
-  'MongoNetworkError', 'MongoNetworkTimeoutError', 'MongoServerSelectionError', 'MongoTopologyClosedError', 'MongoNotConnectedError',
+  'MongoNetworkError', 'MongoNetworkTimeoutError', 'MongoServerSelectionError',
 ]);
 
 /**
@@ -54,9 +55,7 @@ const OUTAGES = new Set([
  */
 export function isOutage(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
-  if (OUTAGES.has(err.name) || err.message === 'Connection is closed.') return true;
-  const { code } = err as { code?: unknown };
-  if (code === 'SQLITE_BUSY' || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'ETIMEDOUT') return true;
+  if (OUTAGES.has(err.name) || (err as { code?: unknown }).code === 'SQLITE_BUSY') return true;
   const labels = err as { hasErrorLabel?: (label: string) => boolean };
   return typeof labels.hasErrorLabel === 'function' && (labels.hasErrorLabel('RetryableWriteError') || labels.hasErrorLabel('TransientTransactionError'));
 }

@@ -5,7 +5,7 @@ import { newId } from './ids.js';
 import type { Membership } from './membership.js';
 import type { Metrics } from './metrics.js';
 import type { RateLimiter } from './rate-limit.js';
-import type { SendClaims, SentRef } from './send-claims.js';
+import type { ClaimHold, SendClaims, SentRef } from './send-claims.js';
 import { type RejectReason, parseSend } from './send-rules.js';
 import type { Sequencer } from './sequencer.js';
 import type { ChatRecord, Store } from './store/store.js';
@@ -61,20 +61,24 @@ export class Messenger {
     const { clientMsgId } = input;
     // The idempotency key is claimed first, so a retry and its original (on this node or
     // another) never both get a seq.
-    const key = clientMsgId === null ? null : `${chatId}:${sender.id}:${clientMsgId}`;
-    if (key !== null) {
-      const claim = await this.deps.claims.claim(key);
+    let hold: ClaimHold | null = null;
+    if (clientMsgId !== null) {
+      const claim = await this.deps.claims.claim(`${chatId}:${sender.id}:${clientMsgId}`);
       if (!claim.claimed) return this.duplicate(claim.sent);
+      hold = claim.hold;
     }
-    let settled = key === null;
+    const complete = async (sent: SentRef) => {
+      const h = hold;
+      hold = null;
+      await h?.complete(sent).catch((err) => this.deps.onError(err, `recording send ${clientMsgId} in chat ${chatId}`));
+    };
     try {
       if (!(await this.deps.rateLimiter.take(sender.id))) return this.reject(sender.id, chatId, clientMsgId, 'rate_limited');
       if (clientMsgId !== null) {
         // Sent before the claims' memory (e.g. more than an hour ago, or before a restart)?
         const stored = await this.deps.store.findByClientMsgId(chatId, sender.id, clientMsgId);
         if (stored?.type === 'message') {
-          settled = true;
-          await this.deps.claims.complete(key!, stored).catch((err) => this.deps.onError(err, `recording send ${key}`));
+          await complete(stored);
           return this.duplicate(stored);
         }
       }
@@ -83,15 +87,14 @@ export class Messenger {
         senderName: sender.displayName, text: input.text, clientMsgId, createdAt: new Date().toISOString(),
       };
       await this.deps.archive.append(envelope);
-      settled = true;
-      // Durable from here on: the PUBACK is due even if the claim cannot be recorded (its
-      // token then expires, and the store's unique index still holds the key).
-      if (key !== null) await this.deps.claims.complete(key, envelope).catch((err) => this.deps.onError(err, `recording send ${key}`));
+      // Durable from here on: the PUBACK is due even if the claim cannot be recorded (that is
+      // logged; a retry after the claim expires could then be sent again).
+      await complete(envelope);
       this.count({ result: 'accepted' });
       return { status: 'accepted', envelope };
     } finally {
       // Refused or failed: free the key, so the client's retry is a fresh attempt.
-      if (!settled) await this.deps.claims.release(key!).catch((err) => this.deps.onError(err, `releasing send ${key}`));
+      await (hold as ClaimHold | null)?.release().catch((err) => this.deps.onError(err, `releasing send ${clientMsgId} in chat ${chatId}`));
     }
   }
 

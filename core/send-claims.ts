@@ -4,26 +4,32 @@ export interface SentRef {
   seq: number;
 }
 
-export type Claim = { claimed: true } | { claimed: false; sent: SentRef };
+/** A granted claim, to be settled exactly once. */
+export interface ClaimHold {
+  /** The send is durable: later claims of the key get `sent`. */
+  complete(sent: SentRef): Promise<void>;
+  /** The send failed or was refused: the key is free for a retry. */
+  release(): Promise<void>;
+}
+
+export type Claim = { claimed: true; hold: ClaimHold } | { claimed: false; sent: SentRef };
 
 /**
  * Idempotency claims: at most one send per key (chat, sender, clientMsgId) is made, across every
  * node, while the key is remembered.
  *
- * - `claim(key)`: 'claimed' means go ahead, then settle the claim with `complete` (the message
- *   is durable) or `release` (it failed or was refused). If the key was completed, returns what
- *   was sent. While another send holds the claim, waits for it to settle; if that one is
- *   released, claims afresh. Claims made concurrently with one key: exactly one is granted.
+ * - `claim(key)`: granted (with a hold to settle once the outcome is known), or, if a send with
+ *   the key completed, what it sent. While another send holds the key, waits for it to settle;
+ *   if that one is released, claims afresh. Of concurrent claims of one key, exactly one is
+ *   granted.
  * - Keys are remembered for a window (the in-process twin: its most recent keys); beyond it the
  *   store's unique index is the record.
  *
- * The key must be claimed before anything about the send is decided, so that a retry and its
+ * The key is claimed before anything about the send is decided, so that a retry and its
  * original never both get a seq.
  */
 export interface SendClaims {
   claim(key: string): Promise<Claim>;
-  complete(key: string, sent: SentRef): Promise<void>;
-  release(key: string): Promise<void>;
 }
 
 interface Entry {
@@ -41,31 +47,33 @@ export class LocalSendClaims implements SendClaims {
   async claim(key: string): Promise<Claim> {
     for (;;) {
       const entry = this.entries.get(key);
-      if (!entry) {
-        // No await between the lookup and the set: concurrent claims cannot both get here.
-        let settle!: () => void;
-        const settled = new Promise<void>((resolve) => (settle = resolve));
-        this.entries.set(key, { settled, settle });
-        this.evict();
-        return { claimed: true };
-      }
+      if (!entry) return { claimed: true, hold: this.grant(key) };
       if (entry.sent) return { claimed: false, sent: entry.sent };
       await entry.settled;
     }
   }
 
-  async complete(key: string, sent: SentRef): Promise<void> {
-    const entry = this.entries.get(key);
-    if (!entry || entry.sent) return;
-    entry.sent = sent;
-    entry.settle();
-  }
-
-  async release(key: string): Promise<void> {
-    const entry = this.entries.get(key);
-    if (!entry || entry.sent) return;
-    this.entries.delete(key);
-    entry.settle();
+  /** Synchronous from lookup to set: concurrent claims cannot both be granted. */
+  private grant(key: string): ClaimHold {
+    let settle!: () => void;
+    const entry: Entry = { settled: new Promise<void>((resolve) => (settle = resolve)), settle };
+    this.entries.set(key, entry);
+    this.evict();
+    let done = false;
+    return {
+      complete: async (sent) => {
+        if (done) return;
+        done = true;
+        entry.sent = { id: sent.id, seq: sent.seq };
+        entry.settle();
+      },
+      release: async () => {
+        if (done) return;
+        done = true;
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+        entry.settle();
+      },
+    };
   }
 
   /** Forgets the oldest completed key when over capacity; claims in progress are kept. */

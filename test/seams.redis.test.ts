@@ -5,6 +5,7 @@ import { RedisBus } from '../core/redis/bus.js';
 import { RedisPresence } from '../core/redis/presence.js';
 import { RedisRateLimiter } from '../core/redis/rate-limit.js';
 import { RedisSendClaims } from '../core/redis/send-claims.js';
+import type { Claim, ClaimHold } from '../core/send-claims.js';
 import { RedisSequencer } from '../core/redis/sequencer.js';
 import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract } from './contracts/seams.contract.js';
 
@@ -76,17 +77,38 @@ presenceContract('Redis', async () => {
   };
 }, { nodeFailure: true });
 
-describe('RedisSendClaims when a node dies holding a claim', () => {
-  it('frees the claim after its TTL; the late node cannot overwrite the new holder', async () => {
+describe('RedisSendClaims', () => {
+  const granted = (c: Claim): ClaimHold => {
+    if (!c.claimed) throw new Error('expected a granted claim');
+    return c.hold;
+  };
+
+  it("frees a dead node's claim after its TTL; the late holder cannot overwrite the new one", async () => {
     const { conns, namespace, cleanup } = await nodes();
     try {
       const dying = new RedisSendClaims(conns[0]!, namespace, { claimTtlMs: 300 });
       const survivor = new RedisSendClaims(conns[1]!, namespace, { claimTtlMs: 300, waitMs: 5000 });
-      expect(await dying.claim('k')).toEqual({ claimed: true });
-      expect(await survivor.claim('k')).toEqual({ claimed: true }); // waited for the TTL
-      await dying.complete('k', { id: 'stale', seq: 1 }); // too late: not its claim any more
-      await survivor.complete('k', { id: 'fresh', seq: 2 });
+      const old = granted(await dying.claim('k'));
+      // As if the node died: renewals stop (its connection drops them), the TTL runs out.
+      conns[0]!.disconnect();
+      const fresh = granted(await survivor.claim('k'));
+      await conns[0]!.connect();
+      await expect(old.complete({ id: 'stale', seq: 1 })).rejects.toThrow('expired before its send completed');
+      await fresh.complete({ id: 'fresh', seq: 2 });
       expect(await dying.claim('k')).toEqual({ claimed: false, sent: { id: 'fresh', seq: 2 } });
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('keeps a slow send\'s claim alive past its TTL, on the same node too', async () => {
+    const { conns, namespace, cleanup } = await nodes();
+    try {
+      const node = new RedisSendClaims(conns[0]!, namespace, { claimTtlMs: 200, waitMs: 600 });
+      const slow = granted(await node.claim('k'));
+      await expect(node.claim('k')).rejects.toThrow('still in progress'); // waited 600 ms, 3 TTLs
+      await slow.complete({ id: 'm', seq: 1 });
+      expect(await node.claim('k')).toEqual({ claimed: false, sent: { id: 'm', seq: 1 } });
     } finally {
       await cleanup();
     }
@@ -97,8 +119,9 @@ describe('RedisSendClaims when a node dies holding a claim', () => {
     try {
       const holder = new RedisSendClaims(conns[0]!, namespace);
       const waiter = new RedisSendClaims(conns[1]!, namespace, { waitMs: 300 });
-      await holder.claim('k');
+      const held = granted(await holder.claim('k'));
       await expect(waiter.claim('k')).rejects.toThrow('another send with this clientMsgId is still in progress');
+      await held.release();
     } finally {
       await cleanup();
     }

@@ -123,42 +123,55 @@ export class Archiver {
         channel.nack(msg, false, false);
       }
     }
+    // Decide every item before settling any: a lookup failing halfway must not leave some
+    // settled and send them through the one-by-one path again (a second ack kills the channel).
+    let verdicts: Verdict[];
     try {
       const written = await this.store.appendMessages(parsed.map((p) => p.envelope));
       this.stored += written;
-      await this.settle(channel, parsed, written);
+      verdicts = await this.verdicts(parsed, written);
     } catch (batchErr) {
       this.onError(batchErr);
       for (const p of parsed) {
+        let verdict: Verdict;
         try {
           const written = await this.store.appendMessages([p.envelope]);
           this.stored += written;
-          await this.settle(channel, [p], written);
+          [verdict] = (await this.verdicts([p], written)) as [Verdict];
         } catch (err) {
           this.onError(err);
-          channel.nack(p.msg, false, true); // retried until the delivery limit dead-letters it
+          verdict = 'retry'; // until the delivery limit dead-letters it
         }
+        this.settle(channel, p, verdict);
       }
+      return;
     }
+    parsed.forEach((p, i) => this.settle(channel, p, verdicts[i]!));
   }
 
-  /** Acks what the store holds; dead-letters envelopes whose seq another message took. */
-  private async settle(channel: Channel, items: Parsed[], written: number) {
-    for (const p of items) {
-      if (written < items.length) {
-        const e = p.envelope;
-        const { messages } = await this.store.listMessages(e.chatId, { after: e.seq - 1, before: e.seq + 1, limit: 1 });
-        const holder = messages[0];
-        if (holder && holder.id !== e.id) {
-          this.onError(new Error(`seq ${e.seq} of chat ${e.chatId} belongs to message ${holder.id}; envelope ${e.id} dead-lettered`));
-          channel.nack(p.msg, false, false);
-          continue;
-        }
+  /** For each envelope: stored (or a redelivery of a stored one), or dead because its seq is
+   * another message's. Looked up only when the store skipped some of them. */
+  private async verdicts(items: Parsed[], written: number): Promise<Verdict[]> {
+    if (written === items.length) return items.map(() => 'stored');
+    const out: Verdict[] = [];
+    for (const { envelope: e } of items) {
+      const { messages } = await this.store.listMessages(e.chatId, { after: e.seq - 1, before: e.seq + 1, limit: 1 });
+      const holder = messages[0];
+      if (holder && holder.id !== e.id) {
+        this.onError(new Error(`seq ${e.seq} of chat ${e.chatId} belongs to message ${holder.id}; envelope ${e.id} dead-lettered`));
+        out.push('dead');
+      } else {
         // No message at its seq: the store kept an earlier send with the same clientMsgId.
         if (!holder) this.onError(new Error(`envelope ${e.id} (chat ${e.chatId}, seq ${e.seq}) repeats a stored clientMsgId; not stored`));
+        out.push('stored');
       }
-      channel.ack(p.msg);
     }
+    return out;
+  }
+
+  private settle(channel: Channel, p: Parsed, verdict: Verdict) {
+    if (verdict === 'stored') channel.ack(p.msg);
+    else channel.nack(p.msg, false, verdict === 'retry');
   }
 
   /** Messages waiting in the archive queue: how far history lags behind live delivery. */
@@ -179,6 +192,8 @@ export class Archiver {
     await Promise.race([connection?.close().catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
   }
 }
+
+type Verdict = 'stored' | 'dead' | 'retry';
 
 interface Parsed {
   msg: ConsumeMessage;

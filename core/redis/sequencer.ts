@@ -33,13 +33,24 @@ export class RedisSequencer implements Sequencer {
       let seeding = this.seeding.get(chatId);
       // Cold again after a seed we waited for (Redis lost the key meanwhile): seed anew.
       if (!seeding || seeding === awaited) {
-        seeding = this.seed(chatId)
+        const mine: Promise<unknown> = this.seed(chatId)
           .then((max) => this.redis.set(key, String(max), 'NX'))
-          .finally(() => setTimeout(() => this.seeding.delete(chatId), 1000).unref());
+          .then(
+            () => setTimeout(() => this.forget(chatId, mine), 1000).unref(),
+            (err: unknown) => {
+              this.forget(chatId, mine); // a failed seed is not remembered: the next call tries again
+              throw err;
+            },
+          );
+        seeding = mine;
         this.seeding.set(chatId, seeding);
       }
       awaited = seeding;
       await seeding;
     }
+  }
+
+  private forget(chatId: string, seeding: Promise<unknown>) {
+    if (this.seeding.get(chatId) === seeding) this.seeding.delete(chatId);
   }
 }

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ControlBus, ControlEvent } from '../../core/bus.js';
 import type { PresenceRegistry } from '../../core/presence.js';
 import type { RateLimiter } from '../../core/rate-limit.js';
-import type { Claim, SendClaims } from '../../core/send-claims.js';
+import type { Claim, ClaimHold, SendClaims } from '../../core/send-claims.js';
 import type { Sequencer } from '../../core/sequencer.js';
 
 /**
@@ -72,45 +72,48 @@ export function sendClaimsContract(name: string, open: () => Promise<Opened<Send
 
     /** Resolves to the claim's outcome, or 'waiting' if it has not settled after `ms`. */
     const within = (p: Promise<Claim>, ms: number) => Promise.race([p, sleep(ms).then(() => 'waiting' as const)]);
+    const hold = (c: Claim | 'waiting'): ClaimHold => {
+      if (c === 'waiting' || !c.claimed) throw new Error(`expected a granted claim, got ${JSON.stringify(c)}`);
+      return c.hold;
+    };
 
     it('grants exactly one of 20 concurrent claims of a key from two nodes; the others get what it sent', async () => {
       const [a, b] = opened.nodes;
-      const node = (i: number) => (i % 2 ? a : b);
-      const claims = Array.from({ length: 20 }, (_, i) => node(i).claim('k'));
+      const claims = Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).claim('k'));
       const early = await Promise.all(claims.map((c) => within(c, 150)));
-      const granted = early.flatMap((c, i) => (c === 'waiting' ? [] : [{ c, i }]));
-      expect(granted.map((g) => g.c)).toEqual([{ claimed: true }]);
-      await node(granted[0]!.i).complete('k', { id: 'm1', seq: 7 });
+      const granted = early.filter((c) => c !== 'waiting');
+      expect(granted).toHaveLength(1);
+      await hold(granted[0]!).complete({ id: 'm1', seq: 7 });
       const outcomes = await Promise.all(claims);
       expect(outcomes.filter((c) => !c.claimed)).toEqual(Array.from({ length: 19 }, () => ({ claimed: false, sent: { id: 'm1', seq: 7 } })));
     });
 
     it('tells a later claim on either node what the completed send was', async () => {
       const [a, b] = opened.nodes;
-      expect(await a.claim('done')).toEqual({ claimed: true });
-      await a.complete('done', { id: 'm2', seq: 3 });
+      await hold(await a.claim('done')).complete({ id: 'm2', seq: 3 });
       expect(await b.claim('done')).toEqual({ claimed: false, sent: { id: 'm2', seq: 3 } });
       expect(await a.claim('done')).toEqual({ claimed: false, sent: { id: 'm2', seq: 3 } });
     });
 
     it('hands a released key to a waiting claim on the other node', async () => {
       const [a, b] = opened.nodes;
-      expect(await a.claim('retry')).toEqual({ claimed: true });
+      const first = hold(await a.claim('retry'));
       const waiting = b.claim('retry');
       expect(await within(waiting, 150)).toBe('waiting');
-      await a.release('retry');
-      expect(await waiting).toEqual({ claimed: true });
-      await b.complete('retry', { id: 'm3', seq: 1 });
+      await first.release();
+      const second = hold(await waiting);
+      await first.complete({ id: 'stale', seq: 9 }); // already settled: no effect
+      await second.complete({ id: 'm3', seq: 1 });
       expect(await a.claim('retry')).toEqual({ claimed: false, sent: { id: 'm3', seq: 1 } });
     });
 
     it('keeps keys independent', async () => {
       const [a, b] = opened.nodes;
-      expect(await a.claim('one')).toEqual({ claimed: true });
-      expect(await b.claim('two')).toEqual({ claimed: true });
-      await a.release('one');
-      await b.complete('two', { id: 'm4', seq: 2 });
-      expect(await b.claim('one')).toEqual({ claimed: true });
+      const one = hold(await a.claim('one'));
+      const two = hold(await b.claim('two'));
+      await one.release();
+      await two.complete({ id: 'm4', seq: 2 });
+      expect((await b.claim('one')).claimed).toBe(true);
     });
   });
 }
