@@ -2,7 +2,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Ajv } from 'ajv';
+import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import type { Accounts, Authenticated } from '../core/accounts.js';
 import type { Chats } from '../core/chats.js';
@@ -57,7 +57,7 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
     coercing.addSchema(schema);
     app.addSchema(schema);
   }
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema));
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict.compile(schema) : decimalIntegers(schema, coercing.compile(schema))));
 
   // A bodiless POST (logout) often still carries Content-Type: application/json; treat the
   // empty body as absent instead of as malformed JSON. Non-empty bodies keep Fastify's parser
@@ -98,6 +98,30 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
     { prefix: '/api' },
   );
   return app;
+}
+
+/**
+ * Coercion turns any string JavaScript reads as a number into one ("0x10" is 16, "1e1" is 10,
+ * " 7" is 7). Path and query integers must be plain decimal digits, so those are refused
+ * before coercion.
+ */
+function decimalIntegers(schema: unknown, validate: ValidateFunction): ValidateFunction | ((data: unknown) => boolean | { error: Error }) {
+  const properties = (schema as { properties?: Record<string, { type?: unknown }> }).properties ?? {};
+  const integers = Object.keys(properties).filter((name) => properties[name]!.type === 'integer');
+  if (integers.length === 0) return validate;
+  const check = (data: unknown) => {
+    for (const name of integers) {
+      const value = (data as Record<string, unknown> | null)?.[name];
+      if (typeof value === 'string' && !/^-?(0|[1-9][0-9]*)$/.test(value)) {
+        return { error: new Error(`${name} must be a whole number written in decimal digits`) };
+      }
+    }
+    const ok = validate(data);
+    check.errors = validate.errors; // Fastify reads a failed validator's errors off the function
+    return ok;
+  };
+  check.errors = null as ValidateFunction['errors'];
+  return check;
 }
 
 /** preHandler for routes that need a signed-in user: `Authorization: Bearer <token>`. */

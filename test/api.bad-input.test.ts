@@ -399,6 +399,12 @@ describe('GET /api/chats/:number refuses bad numbers and non-members', () => {
     { name: 'number 1.5', req: byNumber(() => '1.5'), status: 400, code: 'invalid_input' },
     { name: 'number 2^53 (beyond safe integers)', req: byNumber(() => '9007199254740992'), status: 400, code: 'invalid_input' },
     { name: 'number 1e400 (infinite)', req: byNumber(() => '1e400'), status: 400, code: 'invalid_input' },
+    // Only plain decimal digits: JavaScript would read these as numbers of existing chats.
+    { name: 'number 0x1 (hexadecimal)', req: byNumber(() => '0x1'), status: 400, code: 'invalid_input' },
+    { name: 'number 1e0 (exponent)', req: byNumber(() => '1e0'), status: 400, code: 'invalid_input' },
+    { name: 'number 01 (leading zero)', req: byNumber(() => '01'), status: 400, code: 'invalid_input' },
+    { name: 'number +1 (sign)', req: byNumber(() => encodeURIComponent('+1')), status: 400, code: 'invalid_input' },
+    { name: 'number " 1" (space)', req: byNumber(() => '%201'), status: 400, code: 'invalid_input' },
     { name: 'number with SQL injection', req: byNumber(() => encodeURIComponent('1 OR 1=1')), status: 400, code: 'invalid_input' },
     { name: 'a chat id (UUID) instead of a number', req: byNumber(() => ctx.myGroup.id), status: 400, code: 'invalid_input' },
     { name: 'malformed percent-encoding in the number (%zz)', req: byNumber(() => '%zz'), status: 400, code: 'invalid_input' },
@@ -446,6 +452,8 @@ describe('GET /api/chats (public groups) refuses bad query parameters', () => {
     { name: 'after=-1', req: q('after=-1'), status: 400, code: 'invalid_input' },
     { name: 'after=abc', req: q('after=abc'), status: 400, code: 'invalid_input' },
     { name: 'after=1.5', req: q('after=1.5'), status: 400, code: 'invalid_input' },
+    { name: 'limit=0x10', req: q('limit=0x10'), status: 400, code: 'invalid_input' },
+    { name: 'after=1e1', req: q('after=1e1'), status: 400, code: 'invalid_input' },
     { name: 'unknown query parameter', req: q('visibility=private'), status: 400, code: 'invalid_input' },
     { name: 'operator-style query parameter after[$gt]=0', req: q('after[$gt]=0'), status: 400, code: 'invalid_input' },
   ]);
