@@ -110,7 +110,7 @@ describe('the server process (npm start)', () => {
       [{ MONGO_URL: 'postgres://127.0.0.1/chat' }, /MONGO_URL must start with mongodb:\/\/ or mongodb\+srv:\/\//],
       [{ MONGO_URL: 'mongodb://127.0.0.1:1/chat?serverSelectionTimeoutMS=500' }, /cannot use the MongoDB store at MONGO_URL: connect ECONNREFUSED 127.0.0.1:1/],
       // Something that is not MongoDB on the port (Redis).
-      [{ MONGO_URL: 'mongodb://127.0.0.1:6379/chat?serverSelectionTimeoutMS=1000' }, /cannot use the MongoDB store at MONGO_URL: /],
+      [{ MONGO_URL: 'mongodb://127.0.0.1:6379/chat?serverSelectionTimeoutMS=1000' }, /cannot use the MongoDB store at MONGO_URL: .*no MongoDB primary answered/],
       [{ REDIS_URL: 'redis://127.0.0.1:6379', MONGO_URL: 'mongodb://127.0.0.1:1/chat' }, /set JWT_SECRET \(at least 32 characters\), the same for every process/],
       [{ NAMESPACE: 'Bad Name' }, /NAMESPACE must be 1-32 of/],
       [{ ROLES: 'broker,chef' }, /ROLES must be a comma list of broker, api, worker, got "chef"/],

@@ -54,6 +54,9 @@ export class MongoStore implements Store {
       return store;
     } catch (err) {
       await client.close().catch(() => {});
+      if (err instanceof Error && err.name === 'MongoServerSelectionError') {
+        err.message += ' (no MongoDB primary answered: check the address, and that the replica set is initiated)';
+      }
       throw err;
     }
   }
