@@ -73,15 +73,16 @@ export class Messenger {
       await h?.complete(sent).catch((err) => this.deps.onError(err, `recording send ${clientMsgId} in chat ${chatId}`));
     };
     try {
-      if (!(await this.deps.rateLimiter.take(sender.id))) return this.reject(sender.id, chatId, clientMsgId, 'rate_limited');
       if (clientMsgId !== null) {
         // Sent before the claims' memory (e.g. more than an hour ago, or before a restart)?
+        // A duplicate costs no send budget and gets no rejection.
         const stored = await this.deps.store.findByClientMsgId(chatId, sender.id, clientMsgId);
         if (stored?.type === 'message') {
           await complete(stored);
           return this.duplicate(stored);
         }
       }
+      if (!(await this.deps.rateLimiter.take(sender.id))) return this.reject(sender.id, chatId, clientMsgId, 'rate_limited');
       const envelope: MessageEnvelope = {
         type: 'message', id: newId(), chatId, seq: await this.deps.sequencer.next(chatId), senderId: sender.id,
         senderName: sender.displayName, text: input.text, clientMsgId, createdAt: new Date().toISOString(),

@@ -2,7 +2,8 @@ import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import mqtt from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connectAs } from './helpers/mqtt.js';
+import { SEND_BURST } from '../core/rules.js';
+import { connectAs, until } from './helpers/mqtt.js';
 import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
 import { type Json, tempDir } from './helpers/server.js';
 
@@ -83,5 +84,48 @@ describe('durability: a PUBACK means the message is stored', () => {
 
     server.child.kill('SIGTERM');
     expect((await once(server.child, 'exit'))[0]).toBe(0);
+  });
+});
+
+describe('a retry of a message stored before a restart', () => {
+  const dataDir = tempDir('chat-retry-budget-');
+  let server: ReadyServer | undefined;
+
+  afterAll(async () => {
+    if (server && server.child.exitCode === null) {
+      server.child.kill('SIGKILL');
+      await once(server.child, 'exit');
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('is a duplicate even when the send budget is spent: no rate_limited, stored once', async () => {
+    server = await launch(dataDir);
+    await server.http.post('/api/users', { username: 'nia', password: 'budget-pass' });
+    const login = await server.http.post('/api/users/login', { username: 'nia', password: 'budget-pass' });
+    const nia = { user: login.body.user, token: login.body.token };
+    const chat = (await server.http.post('/api/chats', { type: 'group', name: 'budget', memberIds: [] }, nia.token)).body.chat;
+    const topic = `chats/${chat.id}/messages`;
+    const inbox = `users/${nia.user.id}/inbox`;
+    const before = await connectAs(server, nia);
+    for (const id of ['old-1', 'old-2', 'old-3']) await before.client.publishAsync(topic, JSON.stringify({ text: id, clientMsgId: id }), { qos: 1 });
+    before.client.end(true);
+
+    // A restart empties the server's memory of recent keys: only the store knows them now.
+    server.child.kill('SIGTERM');
+    await once(server.child, 'exit');
+    server = await launch(dataDir);
+    const after = await connectAs(server, nia);
+    await after.client.subscribeAsync(inbox, { qos: 1 });
+    await Promise.all(Array.from({ length: SEND_BURST }, (_, i) => after.client.publishAsync(topic, JSON.stringify({ text: `new ${i}`, clientMsgId: `new-${i}` }), { qos: 1 })));
+    for (const id of ['old-1', 'old-2', 'old-3']) await after.client.publishAsync(topic, JSON.stringify({ text: id, clientMsgId: id }), { qos: 1 });
+    // One more fresh send, over budget: its rejection arriving shows the inbox is flowing.
+    await after.client.publishAsync(topic, JSON.stringify({ text: 'over', clientMsgId: 'over' }), { qos: 1 });
+    await until(after, inbox, (m) => m.json.clientMsgId === 'over');
+    expect(after.on(inbox).map((m) => m.json.clientMsgId)).toEqual(['over']);
+    after.client.end(true);
+
+    const ids = (await server.http.history(chat.id, nia.token)).filter((m) => m.type === 'message').map((m) => m.clientMsgId);
+    expect(ids.filter((id) => String(id).startsWith('old-'))).toEqual(['old-1', 'old-2', 'old-3']);
   });
 });
