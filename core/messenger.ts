@@ -67,10 +67,11 @@ export class Messenger {
       if (!claim.claimed) return this.duplicate(claim.sent);
       hold = claim.hold;
     }
-    const complete = async (sent: SentRef) => {
+    /** Completes the claim with what was sent, or (no argument) releases it; once. */
+    const settle = async (sent?: SentRef) => {
       const h = hold;
       hold = null;
-      await h?.complete(sent).catch((err) => this.deps.onError(err, `recording send ${clientMsgId} in chat ${chatId}`));
+      await (sent ? h?.complete(sent) : h?.release())?.catch((err) => this.deps.onError(err, `settling send ${clientMsgId} in chat ${chatId}`));
     };
     try {
       if (clientMsgId !== null) {
@@ -78,7 +79,7 @@ export class Messenger {
         // A duplicate costs no send budget and gets no rejection.
         const stored = await this.deps.store.findByClientMsgId(chatId, sender.id, clientMsgId);
         if (stored?.type === 'message') {
-          await complete(stored);
+          await settle(stored);
           return this.duplicate(stored);
         }
       }
@@ -90,12 +91,12 @@ export class Messenger {
       await this.deps.archive.append(envelope);
       // Durable from here on: the PUBACK is due even if the claim cannot be recorded (that is
       // logged; a retry after the claim expires could then be sent again).
-      await complete(envelope);
+      await settle(envelope);
       this.count({ result: 'accepted' });
       return { status: 'accepted', envelope };
     } finally {
       // Refused or failed: free the key, so the client's retry is a fresh attempt.
-      await (hold as ClaimHold | null)?.release().catch((err) => this.deps.onError(err, `releasing send ${clientMsgId} in chat ${chatId}`));
+      await settle();
     }
   }
 

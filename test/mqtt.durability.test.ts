@@ -7,22 +7,26 @@ import { connectAs, until } from './helpers/mqtt.js';
 import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
 import { type Json, tempDir } from './helpers/server.js';
 
-const launch = (dataDir: string) => serverReady(launchServer({ DATA_DIR: dataDir }));
-
-describe('durability: a PUBACK means the message is stored', () => {
-  const dataDir = tempDir('chat-kill-');
-  let server: ReadyServer | undefined;
-
+/** Server processes on one data directory of the block's own: each `launch()` starts one (after
+ * the previous has stopped); afterAll kills the last if still up and removes the directory. */
+function onDisk(prefix: string) {
+  const dataDir = tempDir(prefix);
+  let last: ReadyServer | undefined;
   afterAll(async () => {
-    if (server && server.child.exitCode === null) {
-      server.child.kill('SIGKILL');
-      await once(server.child, 'exit');
+    if (last && last.child.exitCode === null) {
+      last.child.kill('SIGKILL');
+      await once(last.child, 'exit');
     }
     rmSync(dataDir, { recursive: true, force: true });
   });
+  return { launch: async () => (last = await serverReady(launchServer({ DATA_DIR: dataDir }))) };
+}
+
+describe('durability: a PUBACK means the message is stored', () => {
+  const { launch } = onDisk('chat-kill-');
 
   it('loses none of the acknowledged messages when the server is SIGKILLed right after, and a retry stores each once', async () => {
-    server = await launch(dataDir);
+    let server = await launch();
     const people: { user: Json; token: string }[] = [];
     for (const name of ['kay', 'lee', 'max']) {
       await server.http.post('/api/users', { username: name, password: 'durable-pass' });
@@ -31,7 +35,7 @@ describe('durability: a PUBACK means the message is stored', () => {
     }
     const chat = (await server.http.post('/api/chats', { type: 'group', name: 'kept', memberIds: [people[1]!.user.id, people[2]!.user.id] }, people[0]!.token)).body.chat;
     const topic = `chats/${chat.id}/messages`;
-    const clients = await Promise.all(people.map((p) => connectAs(server!, p)));
+    const clients = await Promise.all(people.map((p) => connectAs(server, p)));
 
     // Three senders pipeline 25 QoS 1 publishes each; the server dies the moment the 50th PUBACK arrives.
     const acked = new Set<string>();
@@ -59,8 +63,8 @@ describe('durability: a PUBACK means the message is stored', () => {
     clients.forEach((c) => c.client.end(true));
     expect(acked.size).toBeGreaterThanOrEqual(50);
 
-    server = await launch(dataDir);
-    const log = async () => (await server!.http.get(`/api/messages/${chat.id}?limit=100`, people[0]!.token)).body.messages as Json[];
+    server = await launch();
+    const log = async () => (await server.http.get(`/api/messages/${chat.id}?limit=100`, people[0]!.token)).body.messages as Json[];
     const afterCrash = await log();
     const storedIds = afterCrash.filter((m) => m.type === 'message').map((m) => m.clientMsgId as string);
     for (const id of acked) expect(storedIds).toContain(id);
@@ -69,7 +73,7 @@ describe('durability: a PUBACK means the message is stored', () => {
 
     // Every sender now retries everything it sent (what a client does with unacknowledged
     // messages after reconnecting, here also the acknowledged ones): each lands exactly once.
-    const again = await Promise.all(people.map((p) => connectAs(server!, p)));
+    const again = await Promise.all(people.map((p) => connectAs(server, p)));
     await Promise.all(
       again.flatMap((c, who) =>
         sent.filter((s) => s.id.startsWith(`${who}-`)).map((s) => c.client.publishAsync(topic, JSON.stringify({ text: s.text, clientMsgId: s.id }), { qos: 1 })),
@@ -88,19 +92,10 @@ describe('durability: a PUBACK means the message is stored', () => {
 });
 
 describe('a retry of a message stored before a restart', () => {
-  const dataDir = tempDir('chat-retry-budget-');
-  let server: ReadyServer | undefined;
-
-  afterAll(async () => {
-    if (server && server.child.exitCode === null) {
-      server.child.kill('SIGKILL');
-      await once(server.child, 'exit');
-    }
-    rmSync(dataDir, { recursive: true, force: true });
-  });
+  const { launch } = onDisk('chat-retry-budget-');
 
   it('is a duplicate even when the send budget is spent: no rate_limited, stored once', async () => {
-    server = await launch(dataDir);
+    let server = await launch();
     await server.http.post('/api/users', { username: 'nia', password: 'budget-pass' });
     const login = await server.http.post('/api/users/login', { username: 'nia', password: 'budget-pass' });
     const nia = { user: login.body.user, token: login.body.token };
@@ -114,7 +109,7 @@ describe('a retry of a message stored before a restart', () => {
     // A restart empties the server's memory of recent keys: only the store knows them now.
     server.child.kill('SIGTERM');
     await once(server.child, 'exit');
-    server = await launch(dataDir);
+    server = await launch();
     const after = await connectAs(server, nia);
     await after.client.subscribeAsync(inbox, { qos: 1 });
     await Promise.all(Array.from({ length: SEND_BURST }, (_, i) => after.client.publishAsync(topic, JSON.stringify({ text: `new ${i}`, clientMsgId: `new-${i}` }), { qos: 1 })));

@@ -32,6 +32,16 @@ async function nodes(n = 2): Promise<{ conns: Redis[]; namespace: string; cleanu
   };
 }
 
+/** Runs `fn` with two connections and a namespace, cleaned up afterwards. */
+async function withNodes(fn: (conns: Redis[], namespace: string) => Promise<void>) {
+  const { conns, namespace, cleanup } = await nodes();
+  try {
+    await fn(conns, namespace);
+  } finally {
+    await cleanup();
+  }
+}
+
 sequencerContract('Redis', async (seed) => {
   const { conns, namespace, cleanup } = await nodes();
   return { nodes: [new RedisSequencer(conns[0]!, namespace, seed), new RedisSequencer(conns[1]!, namespace, seed)], cleanup };
@@ -83,9 +93,8 @@ describe('RedisSendClaims', () => {
     return c.hold;
   };
 
-  it("frees a dead node's claim after its TTL; the late holder cannot overwrite the new one", async () => {
-    const { conns, namespace, cleanup } = await nodes();
-    try {
+  it("frees a dead node's claim after its TTL; the late holder cannot overwrite the new one", () =>
+    withNodes(async (conns, namespace) => {
       const dying = new RedisSendClaims(conns[0]!, namespace, { claimTtlMs: 300 });
       const survivor = new RedisSendClaims(conns[1]!, namespace, { claimTtlMs: 300, waitMs: 5000 });
       const old = granted(await dying.claim('k'));
@@ -96,50 +105,35 @@ describe('RedisSendClaims', () => {
       await expect(old.complete({ id: 'stale', seq: 1 })).rejects.toThrow('expired before its send completed');
       await fresh.complete({ id: 'fresh', seq: 2 });
       expect(await dying.claim('k')).toEqual({ claimed: false, sent: { id: 'fresh', seq: 2 } });
-    } finally {
-      await cleanup();
-    }
-  });
+    }));
 
-  it('keeps a slow send\'s claim alive past its TTL, on the same node too', async () => {
-    const { conns, namespace, cleanup } = await nodes();
-    try {
+  it('keeps a slow send\'s claim alive past its TTL, on the same node too', () =>
+    withNodes(async (conns, namespace) => {
       const node = new RedisSendClaims(conns[0]!, namespace, { claimTtlMs: 200, waitMs: 600 });
       const slow = granted(await node.claim('k'));
       await expect(node.claim('k')).rejects.toThrow('still in progress'); // waited 600 ms, 3 TTLs
       await slow.complete({ id: 'm', seq: 1 });
       expect(await node.claim('k')).toEqual({ claimed: false, sent: { id: 'm', seq: 1 } });
-    } finally {
-      await cleanup();
-    }
-  });
+    }));
 
-  it('gives up waiting after waitMs with a clear error', async () => {
-    const { conns, namespace, cleanup } = await nodes();
-    try {
+  it('gives up waiting after waitMs with a clear error', () =>
+    withNodes(async (conns, namespace) => {
       const holder = new RedisSendClaims(conns[0]!, namespace);
       const waiter = new RedisSendClaims(conns[1]!, namespace, { waitMs: 300 });
       const held = granted(await holder.claim('k'));
       await expect(waiter.claim('k')).rejects.toThrow('another send with this clientMsgId is still in progress');
       await held.release();
-    } finally {
-      await cleanup();
-    }
-  });
+    }));
 });
 
 describe('RedisSequencer when Redis loses a chat key', () => {
-  it('seeds it again from the store', async () => {
-    const { conns, namespace, cleanup } = await nodes();
-    try {
+  it('seeds it again from the store', () =>
+    withNodes(async (conns, namespace) => {
       let stored = 10;
       const seq = new RedisSequencer(conns[0]!, namespace, async () => stored);
       expect([await seq.next('c'), await seq.next('c')]).toEqual([11, 12]);
       stored = 12; // both archived
       await conns[1]!.del(`${namespace}:seq:c`);
       expect(await seq.next('c')).toBe(13);
-    } finally {
-      await cleanup();
-    }
-  });
+    }));
 });

@@ -182,25 +182,28 @@ export class MongoStore implements Store {
       // $type repeats the partial index's filter, so the planner can use the index.
       const existing = await this.chats.findOne({ directKey: { $eq: directKey, $type: 'string' } }, { session });
       if (existing) return { chat: toChat(existing), created: false };
-      const doc: ChatDoc = {
-        _id: c.id, number: await this.nextNumber(session), type: 'direct', name: null, visibility: 'private', ownerId: null,
-        directKey, members: c.userIds.map((userId) => ({ userId, joinedAt: c.createdAt })), lastSeq: 0, createdAt: c.createdAt,
-      };
-      await this.chats.insertOne(doc, { session });
-      return { chat: toChat(doc), created: true };
+      const chat = await this.insertChat(session, {
+        _id: c.id, type: 'direct', name: null, visibility: 'private', ownerId: null, directKey, createdAt: c.createdAt,
+      }, c.userIds);
+      return { chat, created: true };
     });
   }
 
   async createGroupChat(c: NewGroupChat): Promise<ChatRecord> {
     // One transaction for the number and the chat: a failed insert hands its number back.
-    return this.transaction(async (session) => {
-      const doc: ChatDoc = {
-        _id: c.id, number: await this.nextNumber(session), type: 'group', name: c.name, visibility: c.visibility, ownerId: c.ownerId,
-        members: c.memberIds.map((userId) => ({ userId, joinedAt: c.createdAt })), lastSeq: 0, createdAt: c.createdAt,
-      };
-      await this.chats.insertOne(doc, { session });
-      return toChat(doc);
-    });
+    return this.transaction((session) =>
+      this.insertChat(session, { _id: c.id, type: 'group', name: c.name, visibility: c.visibility, ownerId: c.ownerId, createdAt: c.createdAt }, c.memberIds),
+    );
+  }
+
+  /** Inserts a new chat with the next number, its members joined at its creation. */
+  private async insertChat(session: ClientSession, fields: Omit<ChatDoc, 'number' | 'members' | 'lastSeq'>, memberIds: readonly string[]): Promise<ChatRecord> {
+    const doc: ChatDoc = {
+      ...fields, number: await this.nextNumber(session), lastSeq: 0,
+      members: memberIds.map((userId) => ({ userId, joinedAt: fields.createdAt })),
+    };
+    await this.chats.insertOne(doc, { session });
+    return toChat(doc);
   }
 
   /** The next chat number: the counter document serialises concurrent creations (a second
