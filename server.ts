@@ -24,7 +24,7 @@ import { RedisRateLimiter } from './core/redis/rate-limit.js';
 import { RedisSendClaims } from './core/redis/send-claims.js';
 import { RedisSequencer } from './core/redis/sequencer.js';
 import {
-  LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, SEND_BURST, SEND_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND,
+  LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND,
 } from './core/rules.js';
 import { LocalSendClaims, type SendClaims } from './core/send-claims.js';
 import { LocalSequencer, type Sequencer } from './core/sequencer.js';
@@ -90,7 +90,7 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
       bus: await RedisBus.create(redis, subscriber, ns),
       sequencer: new RedisSequencer(redis, ns, (chatId) => store.maxSeq(chatId)),
       presence,
-      sendLimiter: new RedisRateLimiter(redis, ns, 'send', SEND_BURST, SEND_PER_SECOND),
+      sendLimiter: new RedisRateLimiter(redis, ns, 'send', config.limits.sendBurst, config.limits.sendRate),
       sendClaims: new RedisSendClaims(redis, ns),
       typingLimiter: new RedisRateLimiter(redis, ns, 'typing', TYPING_BURST, TYPING_PER_SECOND),
       loginFailures: new RedisRateLimiter(redis, ns, 'login', LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
@@ -101,7 +101,7 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
       bus: new LocalBus(),
       sequencer: new LocalSequencer((chatId) => store.maxSeq(chatId)),
       presence: new LocalPresence(),
-      sendLimiter: new LocalRateLimiter(SEND_BURST, SEND_PER_SECOND),
+      sendLimiter: new LocalRateLimiter(config.limits.sendBurst, config.limits.sendRate),
       sendClaims: new LocalSendClaims(),
       typingLimiter: new LocalRateLimiter(TYPING_BURST, TYPING_PER_SECOND),
       loginFailures: new LocalRateLimiter(LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
@@ -170,6 +170,7 @@ export async function startServer(config: Config): Promise<Running> {
     claims: seams.sendClaims,
     bus,
     metrics,
+    maxInFlight: config.limits.maxSendsInFlight,
     onError: (err, what) => log.error({ err }, `failed: ${what}`),
   });
   const { roles } = config;
@@ -178,7 +179,8 @@ export async function startServer(config: Config): Promise<Running> {
   // (api, worker) it only publishes server messages (system messages, inbox events, kicks)
   // into the cluster.
   const broker = await ChatBroker.create({
-    cluster: seams.cluster, typingLimiter: seams.typingLimiter, accounts, store, membership, messenger, presence, bus, log: app.log, tls: config.tls,
+    cluster: seams.cluster, typingLimiter: seams.typingLimiter, accounts, store, membership, messenger, presence, bus, metrics, limits: config.limits,
+    log: app.log, tls: config.tls,
   });
   if (roles.has('broker')) broker.attachWebSocket(app.server);
   metrics.gauge('chat_mqtt_connections', 'MQTT connections on this node', () => broker.clientCount());

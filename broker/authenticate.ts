@@ -1,5 +1,4 @@
 import type { AuthenticateError, Client, ConnectPacket } from 'aedes';
-import { MAX_CONNECTIONS_PER_USER } from '../core/rules.js';
 import type { BrokerContext } from './context.js';
 
 /** CONNACK return codes of MQTT 3.1.1 used here. */
@@ -33,8 +32,9 @@ export function authenticate(ctx: BrokerContext) {
         const id = client.id;
         const idOk = assignedId.has(client) ? client.clean : id === user.id || (id.startsWith(`${user.id}/`) && DEVICE.test(id.slice(user.id.length + 1)));
         if (!idOk) return refuse(IDENTIFIER_REJECTED, 'client id must be empty (clean session), <userId> or <userId>/<device>');
-        if (ctx.connections.count(user.id, id) >= MAX_CONNECTIONS_PER_USER) {
-          return refuse(NOT_AUTHORIZED, `at most ${MAX_CONNECTIONS_PER_USER} connections per user`);
+        const max = ctx.limits.maxConnectionsPerUser;
+        if (ctx.connections.count(user.id, id) >= max) {
+          return refuse(NOT_AUTHORIZED, `at most ${max} connections per user`);
         }
 
         ctx.connections.attach(client, {

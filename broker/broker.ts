@@ -7,12 +7,14 @@ import { createServer as createTlsServer } from 'node:tls';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Accounts } from '../core/accounts.js';
 import type { ControlBus } from '../core/bus.js';
+import type { Limits } from '../core/config.js';
 import { newId } from '../core/ids.js';
 import type { Membership } from '../core/membership.js';
 import type { Messenger } from '../core/messenger.js';
+import type { Metrics } from '../core/metrics.js';
 import type { PresenceRegistry } from '../core/presence.js';
 import { LocalRateLimiter, type RateLimiter } from '../core/rate-limit.js';
-import { CONNECT_BURST, CONNECT_PER_SECOND, CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES } from '../core/rules.js';
+import { CONNECT_TIMEOUT_MS } from '../core/rules.js';
 import type { Store } from '../core/store/store.js';
 import { authenticate, preConnect } from './authenticate.js';
 import { authorizeForward } from './authorize-forward.js';
@@ -20,7 +22,8 @@ import { authorizePublish } from './authorize-publish.js';
 import { authorizeSubscribe, capRequestedQos } from './authorize-subscribe.js';
 import { Connections } from './connections.js';
 import type { BrokerContext } from './context.js';
-import { PacketGuard } from './packet-guard.js';
+import { boundOutgoingQueue } from './outgoing-queue.js';
+import { guardPacketSize } from './packet-guard.js';
 import { disconnectAll, onClientGone, onClientReady, publishPresence } from './presence.js';
 import { topics } from './topics.js';
 
@@ -34,6 +37,8 @@ export interface BrokerDeps {
   messenger: Messenger;
   presence: PresenceRegistry;
   bus: ControlBus;
+  metrics: Metrics;
+  limits: Limits;
   log: FastifyBaseLogger;
   tls?: { cert: Buffer; key: Buffer } | undefined;
 }
@@ -45,23 +50,29 @@ export interface BrokerDeps {
  */
 export class ChatBroker {
   private tcp: NetServer | null = null;
-  private readonly wss = new WebSocketServer({
-    noServer: true,
-    perMessageDeflate: false,
-    // mqtt.js and browsers send one packet per frame; PacketGuard checks packets exactly.
-    maxPayload: MAX_PACKET_BYTES,
-    handleProtocols: (offered) => (offered.has('mqtt') ? 'mqtt' : offered.has('mqttv3.1') ? 'mqttv3.1' : false),
-  });
-  private readonly connectLimiter = new LocalRateLimiter(CONNECT_BURST, CONNECT_PER_SECOND);
+  private readonly wss: WebSocketServer;
+  private readonly connectLimiter: LocalRateLimiter;
   private readonly unsubscribeBus: () => void;
   private readonly sweeper: NodeJS.Timeout | undefined;
+  private readonly countSlowClosed: () => void;
 
   private constructor(
     readonly ctx: BrokerContext,
     bus: ControlBus,
+    metrics: Metrics,
     private readonly tlsOptions: { cert: Buffer; key: Buffer } | undefined,
   ) {
-    const { aedes } = ctx;
+    const { aedes, limits } = ctx;
+    this.wss = new WebSocketServer({
+      noServer: true,
+      perMessageDeflate: false,
+      // mqtt.js and browsers send one packet per frame; the packet guard checks packets exactly.
+      maxPayload: limits.maxPacketBytes,
+      handleProtocols: (offered) => (offered.has('mqtt') ? 'mqtt' : offered.has('mqttv3.1') ? 'mqttv3.1' : false),
+    });
+    this.connectLimiter = new LocalRateLimiter(limits.connectBurstPerIp, limits.connectRatePerIp);
+    const slowClosed = metrics.counter('chat_mqtt_slow_closed_total', 'MQTT connections closed because the client did not read what was sent to it');
+    this.countSlowClosed = () => slowClosed();
     aedes.on('clientReady', (client) => onClientReady(ctx, client));
     aedes.on('clientDisconnect', (client) => onClientGone(ctx, client));
     aedes.on('clientError', (client, err) => ctx.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));
@@ -108,11 +119,20 @@ export class ChatBroker {
       presence: deps.presence,
       connections: new Connections(),
       typingLimiter: deps.typingLimiter,
+      limits: deps.limits,
       log: deps.log,
       closing: false,
     } as Omit<BrokerContext, 'aedes'> as BrokerContext;
     ctx.aedes = await Aedes.createBroker({
       ...(deps.cluster ? { mq: deps.cluster.mq, persistence: deps.cluster.persistence, heartbeatInterval: 5000 } : {}),
+      // No cap on publishes being fanned out at once (the default, 100, queues the rest): with a
+      // cap, publishes that no one subscribed to are released from the queue recursively, and
+      // a long queue overflowed the stack (RangeError, the process died). What limits the work
+      // in progress is upstream: each connection's next packets are read only once its current
+      // ones are done, sends in flight are capped per process (MAX_SENDS_IN_FLIGHT), and a
+      // delivery never waits for a slow reader (outgoing-queue.ts). The Redis emitter of a
+      // cluster has no cap either.
+      concurrency: 0,
       id: newId(), // unique per start, so a restarted node never inherits a crashed one's identity
       connectTimeout: CONNECT_TIMEOUT_MS,
       maxClientsIdLength: 128, // MQTT 3.1 clients: '<uuid>/<device>' exceeds the default 23
@@ -122,7 +142,7 @@ export class ChatBroker {
       authorizePublish: authorizePublish(ctx),
       authorizeForward: authorizeForward(ctx),
     });
-    return new ChatBroker(ctx, deps.bus, deps.tls);
+    return new ChatBroker(ctx, deps.bus, deps.metrics, deps.tls);
   }
 
   /** MQTT over TCP (TLS when configured). Resolves with the bound port. */
@@ -165,11 +185,15 @@ export class ChatBroker {
       stream.destroy();
       return;
     }
-    const guarded = new PacketGuard(stream, MAX_PACKET_BYTES, (announced) =>
-      this.ctx.log.warn({ ip, announced, max: MAX_PACKET_BYTES }, 'mqtt packet too large: connection closed'),
-    );
-    guarded.on('error', () => {});
-    capRequestedQos(this.ctx.aedes.handle(guarded, req));
+    const { log, limits } = this.ctx;
+    const client = this.ctx.aedes.handle(stream, req);
+    guardPacketSize(client, limits.maxPacketBytes, (announced) => log.warn({ ip, announced, max: limits.maxPacketBytes }, 'mqtt packet too large: connection closed'));
+    capRequestedQos(client);
+    const bound = { bytes: limits.outgoingQueueBytes, packets: limits.outgoingQueuePackets, graceMs: limits.outgoingQueueGraceMs };
+    boundOutgoingQueue(client, bound, (queued) => {
+      this.countSlowClosed();
+      log.warn({ ip, clientId: client.id, ...queued }, 'mqtt client does not read what is sent to it: connection closed');
+    });
   }
 
   private publish(topic: string, body: unknown) {

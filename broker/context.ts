@@ -1,6 +1,7 @@
 import type { Aedes } from 'aedes';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Accounts } from '../core/accounts.js';
+import type { Limits } from '../core/config.js';
 import type { Membership } from '../core/membership.js';
 import type { Messenger } from '../core/messenger.js';
 import type { PresenceRegistry } from '../core/presence.js';
@@ -18,6 +19,7 @@ export interface BrokerContext {
   presence: PresenceRegistry;
   connections: Connections;
   typingLimiter: RateLimiter;
+  limits: Limits;
   log: FastifyBaseLogger;
   /** Set while the broker shuts down: no new connections are accepted. */
   closing: boolean;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import * as rules from './rules.js';
 
 /** Everything the process reads from its environment, validated once at start. */
 export interface Config {
@@ -22,6 +23,27 @@ export interface Config {
   namespace: string;
   /** What this process does: `broker` (MQTT), `api` (REST), `worker` (archive consumer). */
   roles: Set<Role>;
+  limits: Limits;
+}
+
+/** Protection limits, each from its own variable (defaults in core/rules.ts; see docs/mqtt.md). */
+export interface Limits {
+  /** Largest MQTT packet, fixed header included, on every transport. */
+  maxPacketBytes: number;
+  /** New MQTT connections per client IP address (per node): a burst, then a rate per second. */
+  connectBurstPerIp: number;
+  connectRatePerIp: number;
+  /** Chat messages per user: a burst, then a rate per second. */
+  sendBurst: number;
+  sendRate: number;
+  maxConnectionsPerUser: number;
+  /** A connection's outgoing queue: bytes and packets waiting for a client that reads too slowly. */
+  outgoingQueueBytes: number;
+  outgoingQueuePackets: number;
+  /** How long a connection may stay past that bound before it is closed. */
+  outgoingQueueGraceMs: number;
+  /** Chat sends in the pipeline of this process at once (validated, not yet durable). */
+  maxSendsInFlight: number;
 }
 
 export const ROLES = ['broker', 'api', 'worker'] as const;
@@ -122,8 +144,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems.push('ROLES=worker consumes the RabbitMQ archive queue: set AMQP_URL');
   }
 
+  /** A whole number (or, with `fraction`, a decimal) from `min` to `max`. */
+  const number = (name: string, fallback: number, min: number, max: number, fraction = false) => {
+    const raw = str(name);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!(fraction ? /^\d+(\.\d+)?$/ : /^\d+$/).test(raw) || n < min || n > max) {
+      problems.push(`${name} must be ${fraction ? 'a number' : 'a whole number'} from ${min} to ${max}, got "${raw}"`);
+      return fallback;
+    }
+    return n;
+  };
+  const limits: Limits = {
+    // Below 8 KiB a valid chat message (1,000 four-byte code points and its JSON) may not fit.
+    maxPacketBytes: number('MAX_PACKET_BYTES', rules.MAX_PACKET_BYTES, 8192, 268_435_455),
+    connectBurstPerIp: number('CONNECT_BURST_PER_IP', rules.CONNECT_BURST, 1, 1_000_000),
+    connectRatePerIp: number('CONNECT_RATE_PER_IP', rules.CONNECT_PER_SECOND, 0.001, 1_000_000, true),
+    sendBurst: number('SEND_BURST', rules.SEND_BURST, 1, 1_000_000),
+    sendRate: number('SEND_RATE', rules.SEND_PER_SECOND, 0.001, 1_000_000, true),
+    maxConnectionsPerUser: number('MAX_CONNECTIONS_PER_USER', rules.MAX_CONNECTIONS_PER_USER, 1, 10_000),
+    outgoingQueueBytes: number('OUTGOING_QUEUE_BYTES', rules.OUTGOING_QUEUE_BYTES, 65_536, 1 << 30),
+    outgoingQueuePackets: number('OUTGOING_QUEUE_PACKETS', rules.OUTGOING_QUEUE_PACKETS, 10, 1_000_000),
+    outgoingQueueGraceMs: number('OUTGOING_QUEUE_GRACE_MS', rules.OUTGOING_QUEUE_GRACE_MS, 0, 600_000),
+    maxSendsInFlight: number('MAX_SENDS_IN_FLIGHT', rules.MAX_SENDS_IN_FLIGHT, 1, 1_000_000),
+  };
+
   const cfg = {
     roles,
+    limits,
     namespace,
     host: str('HOST') ?? '0.0.0.0',
     port: port('PORT', 3000),

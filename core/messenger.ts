@@ -1,6 +1,7 @@
 import type { Archive } from './archive.js';
 import type { ControlBus } from './bus.js';
 import type { Envelope, MessageEnvelope, SystemEnvelope, SystemEvent } from './envelope.js';
+import { Gate } from './gate.js';
 import { newId } from './ids.js';
 import type { Membership } from './membership.js';
 import type { Metrics } from './metrics.js';
@@ -41,13 +42,18 @@ export class Messenger {
       claims: SendClaims;
       bus: ControlBus;
       metrics: Metrics;
+      /** Sends in the pipeline at once (from the membership check until durable); more wait. */
+      maxInFlight: number;
       onError: (err: unknown, what: string) => void;
     },
   ) {
     this.count = deps.metrics.counter('chat_messages_total', 'Chat messages sent over MQTT, by result (accepted, duplicate, rejected) and reason');
+    this.gate = new Gate(deps.maxInFlight);
+    deps.metrics.gauge('chat_sends_waiting', 'Chat sends waiting for room in the pipeline (MAX_SENDS_IN_FLIGHT)', () => this.gate.queued);
   }
 
   private readonly count: (labels?: Record<string, string>) => void;
+  private readonly gate: Gate;
 
   setDelivery(delivery: Delivery) {
     this.delivery = delivery;
@@ -56,6 +62,18 @@ export class Messenger {
   async send(sender: { id: string; displayName: string }, chatId: string, payload: Uint8Array): Promise<SendResult> {
     const input = parseSend(payload);
     if (!input.ok) return this.reject(sender.id, chatId, input.clientMsgId, input.reason);
+    // Past the bound, sends wait here, holding nothing but their packet; the connection they
+    // came on is not read meanwhile (Aedes reads on once its current packets are done).
+    const admitted = this.gate.enter();
+    if (admitted) await admitted;
+    try {
+      return await this.accept(sender, chatId, input);
+    } finally {
+      this.gate.leave();
+    }
+  }
+
+  private async accept(sender: { id: string; displayName: string }, chatId: string, input: { text: string; clientMsgId: string | null }): Promise<SendResult> {
     if (!(await this.deps.membership.check(chatId, sender.id))) return this.reject(sender.id, chatId, input.clientMsgId, 'not_member');
 
     const { clientMsgId } = input;

@@ -23,7 +23,7 @@ export function cleanName(raw: string, max: number): string | null {
 export const LOGIN_FAILURE_BURST = 10;
 export const LOGIN_FAILURE_PER_SECOND = 1 / 30;
 
-// MQTT protection limits (see docs/mqtt.md).
+// MQTT protection limits (see docs/mqtt.md): the defaults of the variables in core/config.ts.
 /** Largest MQTT packet accepted on TCP and WebSocket; a larger one closes the connection. */
 export const MAX_PACKET_BYTES = 16 * 1024;
 export const MAX_CONNECTIONS_PER_USER = 10;
@@ -36,5 +36,15 @@ export const TYPING_PER_SECOND = 1;
 /** New MQTT connections per client IP address. */
 export const CONNECT_BURST = 200;
 export const CONNECT_PER_SECOND = 50;
+/**
+ * A connection's outgoing queue (bytes and packets the client has not read yet, beyond what
+ * the kernel holds): past either bound for longer than the grace time, or past twice a bound
+ * at any moment, the connection is closed; its user catches up from history on reconnecting.
+ */
+export const OUTGOING_QUEUE_BYTES = 1024 * 1024;
+export const OUTGOING_QUEUE_PACKETS = 1000;
+export const OUTGOING_QUEUE_GRACE_MS = 5000;
+/** Chat sends being validated, sequenced and made durable in one process at once; more wait. */
+export const MAX_SENDS_IN_FLIGHT = 5000;
 /** A connection that sends no CONNECT within this time is closed. */
 export const CONNECT_TIMEOUT_MS = 10_000;

@@ -1,12 +1,16 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { type Socket, connect as netConnect } from 'node:net';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES, TYPING_BURST } from '../core/rules.js';
 import { type Connected, type Transport, closed, connectAs, sleep, subscribeGranted } from './helpers/mqtt.js';
-import { type Json, type TestServer, startTestServer } from './helpers/server.js';
+import { CONNACK_OK, Raw, chatPacketOfSize, connectPacket, publishHeader, publishPacket, puback, rawConnected } from './helpers/raw-mqtt.js';
+import { type SeededUser, seed } from './helpers/seed.js';
+import { type Json, type TestServer, startTestServer, tempDir } from './helpers/server.js';
 
 /**
  * Protection over real sockets: the maximum packet size (TCP and WebSocket), malformed MQTT,
@@ -19,146 +23,6 @@ type Who = { user: Json; token: string };
 const MiB = 1024 * 1024;
 const ONE_MIB = Buffer.alloc(MiB, 0x61);
 
-// ---- raw MQTT 3.1.1 packets -------------------------------------------------------------------
-
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return Buffer.from(out);
-}
-
-const str = (s: string | Buffer) => {
-  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : s;
-  const len = Buffer.alloc(2);
-  len.writeUInt16BE(b.length);
-  return Buffer.concat([len, b]);
-};
-
-function connectPacket(o: { clientId: string; username?: string; password?: string; protocol?: string; level?: number }): Buffer {
-  let flags = 0x02; // clean session
-  if (o.username !== undefined) flags |= 0x80;
-  if (o.password !== undefined) flags |= 0x40;
-  const variable = Buffer.concat([str(o.protocol ?? 'MQTT'), Buffer.from([o.level ?? 4, flags, 0, 60])]);
-  const payload = Buffer.concat([
-    str(o.clientId),
-    ...(o.username !== undefined ? [str(o.username)] : []),
-    ...(o.password !== undefined ? [str(o.password)] : []),
-  ]);
-  const body = Buffer.concat([variable, payload]);
-  return Buffer.concat([Buffer.from([0x10]), varint(body.length), body]);
-}
-
-/** The fixed and variable header of a QoS 1 PUBLISH whose payload is `payloadLength` bytes. */
-function publishHeader(topic: string, payloadLength: number, packetId: number): Buffer {
-  const id = Buffer.alloc(2);
-  id.writeUInt16BE(packetId);
-  const variable = Buffer.concat([str(topic), id]);
-  return Buffer.concat([Buffer.from([0x32]), varint(variable.length + payloadLength), variable]);
-}
-
-const publishPacket = (topic: string, payload: Buffer, packetId: number) => Buffer.concat([publishHeader(topic, payload.length, packetId), payload]);
-
-/** A QoS 1 PUBLISH of exactly `total` bytes to `topic`: a chat message `{"text":"aaa…","clientMsgId":…}`. */
-function chatPacketOfSize(topic: string, total: number, clientMsgId: string, packetId: number): Buffer {
-  const shell = (n: number) => Buffer.from(JSON.stringify({ text: 'a'.repeat(n), clientMsgId }));
-  const overhead = publishHeader(topic, 0, packetId).length + shell(0).length;
-  // The remaining-length field may take one more byte once the payload is added: try both.
-  for (let extra = 0; extra <= 3; extra++) {
-    const packet = publishPacket(topic, shell(total - overhead - extra), packetId);
-    if (packet.length === total) return packet;
-  }
-  throw new Error(`cannot build a packet of ${total} bytes`);
-}
-
-/** A raw TCP connection with everything it received and how it ended. */
-class Raw {
-  readonly socket: Socket;
-  data = Buffer.alloc(0);
-  errors: string[] = [];
-  closedByUs = false;
-  readonly closed: Promise<void>;
-  private waiters: (() => void)[] = [];
-
-  constructor(port: number) {
-    this.socket = netConnect(port, '127.0.0.1');
-    this.socket.on('data', (d: Buffer) => {
-      this.data = Buffer.concat([this.data, d]);
-      for (const w of this.waiters.splice(0)) w();
-    });
-    this.socket.on('error', (err: NodeJS.ErrnoException) => this.errors.push(err.code ?? err.message));
-    this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()));
-  }
-
-  opened(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.socket.once('connect', () => resolve());
-      this.socket.once('error', reject);
-    });
-  }
-
-  get isClosed() {
-    return this.socket.destroyed;
-  }
-
-  /** Resolves once the received bytes contain `bytes` (rejects after `ms`, or when closed). */
-  waitForBytes(bytes: Buffer, ms = 5000): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${bytes.toString('hex')} within ${ms} ms; got ${this.data.toString('hex').slice(0, 200)}`)), ms);
-      const check = () => {
-        if (this.data.includes(bytes)) {
-          clearTimeout(timer);
-          resolve();
-        } else if (this.socket.destroyed) {
-          clearTimeout(timer);
-          reject(new Error(`closed without ${bytes.toString('hex')}; got ${this.data.toString('hex').slice(0, 200)}`));
-        } else this.waiters.push(check);
-      };
-      this.socket.once('close', check);
-      check();
-    });
-  }
-
-  /** Resolves once the server has closed the connection (rejects after `ms`). */
-  closedWithin(ms = 5000): Promise<void> {
-    return Promise.race([
-      this.closed,
-      sleep(ms).then(() => {
-        throw new Error(`the server did not close the connection within ${ms} ms`);
-      }),
-    ]);
-  }
-
-  write(buf: Buffer): Promise<Error | null> {
-    return new Promise((resolve) => {
-      if (this.socket.destroyed) return resolve(new Error('destroyed'));
-      this.socket.write(buf, (err) => resolve(err ?? null));
-    });
-  }
-
-  destroy() {
-    this.closedByUs = true;
-    this.socket.destroy();
-  }
-}
-
-const CONNACK_OK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
-const puback = (packetId: number) => Buffer.from([0x40, 0x02, packetId >> 8, packetId & 0xff]);
-
-let rawCounter = 0;
-/** A raw TCP connection that has sent a valid CONNECT (username + token) and got CONNACK 0. */
-async function rawConnected(srv: TestServer, who: Who): Promise<Raw> {
-  const raw = new Raw(srv.mqttPort);
-  await raw.opened();
-  await raw.write(connectPacket({ clientId: `${who.user.id}/raw${++rawCounter}`, username: who.user.username, password: who.token }));
-  await raw.waitForBytes(CONNACK_OK);
-  raw.data = Buffer.alloc(0);
-  return raw;
-}
 
 // ---- shared set-up ------------------------------------------------------------------------------
 
@@ -350,6 +214,49 @@ describe('maximum packet size: a 1 MiB publish closes only that connection', () 
     await senderClosed;
     expect(watcher.client.connected).toBe(true);
     await serverStillServes('ws');
+  });
+});
+
+describe('maximum packet size over TLS (MQTTS)', () => {
+  let secure: TestServer;
+  let who: SeededUser;
+  let chatId: string;
+  let ca: Buffer;
+  const dir = tempDir('chat-tls-guard-');
+
+  beforeAll(async () => {
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    ca = readFileSync(cert);
+    await seed(dir, async (s) => {
+      who = (await s.users(1))[0]!;
+      chatId = (await s.group(who!, [])).id;
+    });
+    secure = await startTestServer({ TLS_CERT: cert, TLS_KEY: key, DATA_DIR: dir });
+  });
+  afterAll(async () => {
+    await secure.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it(`a PUBLISH announcing 1 MiB is closed before its body is taken in; one of exactly ${MAX_PACKET_BYTES} bytes gets its PUBACK`, async () => {
+    const chat = { id: chatId };
+    const raw = await rawConnected(secure, who, { tls: { ca } });
+    raws.push(raw);
+    await raw.write(chatPacketOfSize(messagesTopic(chat.id), MAX_PACKET_BYTES, 'tls-at-max', 3));
+    await raw.waitForBytes(puback(3));
+
+    await raw.write(Buffer.concat([publishHeader(messagesTopic(chat.id), MiB, 4), ONE_MIB.subarray(0, 64 * 1024)]));
+    await raw.closedWithin(5000);
+    expect(raw.closedByUs).toBe(false);
+    expect(raw.data.includes(puback(4))).toBe(false);
+    // The server still serves TLS clients.
+    const again = await rawConnected(secure, who, { tls: { ca } });
+    raws.push(again);
+    await again.write(publishPacket(messagesTopic(chat.id), Buffer.from(JSON.stringify({ text: 'over TLS' })), 5));
+    await again.waitForBytes(puback(5));
   });
 });
 
