@@ -1,4 +1,5 @@
 import type { Client, PublishPacket } from 'aedes';
+import { envelopeJson } from '../core/envelope.js';
 import { parseTyping } from '../core/send-rules.js';
 import type { BrokerContext } from './context.js';
 import { parseTopic, topics } from './topics.js';
@@ -44,7 +45,7 @@ export function authorizePublish(ctx: BrokerContext) {
     ctx.messenger.send(conn.user, topic.chatId, payload).then(
       (result) => {
         if (result.status !== 'accepted') return discard();
-        packet.payload = Buffer.from(JSON.stringify(result.envelope));
+        packet.payload = Buffer.from(envelopeJson(result.envelope));
         done(null);
       },
       (err: unknown) => {

@@ -7,6 +7,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Accounts } from '../core/accounts.js';
 import type { ControlBus } from '../core/bus.js';
+import { envelopeJson } from '../core/envelope.js';
 import type { Limits } from '../core/config.js';
 import { newId } from '../core/ids.js';
 import type { Membership } from '../core/membership.js';
@@ -82,8 +83,8 @@ export class ChatBroker {
     (aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => ctx.log.error({ err }, 'mqtt broker error'));
 
     ctx.messenger.setDelivery({
-      toChat: (envelope) => this.publish(topics.messages(envelope.chatId), envelope),
-      toInbox: (userId, event) => this.publish(topics.inbox(userId), event),
+      toChat: (envelope) => this.publish(topics.messages(envelope.chatId), envelopeJson(envelope)),
+      toInbox: (userId, event) => this.publish(topics.inbox(userId), JSON.stringify(event)),
     });
 
     this.unsubscribeBus = bus.subscribe((event) => {
@@ -196,8 +197,8 @@ export class ChatBroker {
     });
   }
 
-  private publish(topic: string, body: unknown) {
-    this.ctx.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(body)), qos: 1, retain: false, dup: false }, (err) => {
+  private publish(topic: string, json: string) {
+    this.ctx.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(json), qos: 1, retain: false, dup: false }, (err) => {
       if (err) this.ctx.log.error({ err, topic }, 'publish failed');
     });
   }

@@ -30,3 +30,19 @@ export interface SystemEnvelope {
 }
 
 export type Envelope = MessageEnvelope | SystemEnvelope;
+
+const serialized = new WeakMap<Envelope, string>();
+
+/**
+ * The envelope's JSON, made once per envelope: the same text is stored (SQLite keeps it
+ * verbatim), queued to the archive and delivered, so it is serialised on the first call and
+ * reused after. Envelopes are never changed once built.
+ */
+export function envelopeJson(envelope: Envelope): string {
+  let json = serialized.get(envelope);
+  if (json === undefined) {
+    json = JSON.stringify(envelope);
+    serialized.set(envelope, json);
+  }
+  return json;
+}

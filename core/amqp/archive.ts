@@ -1,6 +1,6 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import type { Archive } from '../archive.js';
-import type { Envelope } from '../envelope.js';
+import { type Envelope, envelopeJson } from '../envelope.js';
 import { assertArchiveQueues } from './topology.js';
 
 /**
@@ -68,7 +68,7 @@ export class AmqpArchive implements Archive {
     return new Promise((resolve, reject) => {
       channel.sendToQueue(
         this.queue,
-        Buffer.from(JSON.stringify(envelope)),
+        Buffer.from(envelopeJson(envelope)),
         { persistent: true, contentType: 'application/json', messageId: `${envelope.chatId}:${envelope.seq}` },
         (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve()),
       );

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { groupFull, notFound, usernameTaken } from '../errors.js';
-import type { Envelope } from '../envelope.js';
+import { type Envelope, envelopeJson } from '../envelope.js';
 import type {
   ChatRecord, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
   SessionRecord, Store, UserRecord,
@@ -307,7 +307,7 @@ export class SqliteStore implements Store {
         const senderId = e.type === 'message' ? e.senderId : null;
         const clientMsgId = e.type === 'message' ? e.clientMsgId : null;
         inserted += this.s.insertMessage.run(
-          e.chatId, e.seq, e.id, e.type, senderId, clientMsgId, Date.parse(e.createdAt), JSON.stringify(e),
+          e.chatId, e.seq, e.id, e.type, senderId, clientMsgId, Date.parse(e.createdAt), envelopeJson(e),
         ).changes;
         top.set(e.chatId, Math.max(top.get(e.chatId) ?? 0, e.seq));
       }
