@@ -162,6 +162,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.seenWritten?.catch(() => {});
     if (this.db.open) this.db.close();
   }
 
@@ -197,9 +198,29 @@ export class SqliteStore implements Store {
     return pageOf(rows.map(toUser), page.limit);
   }
 
-  async setLastSeen(userId: string, at: number): Promise<void> {
-    this.s.setLastSeen.run(at, userId);
+  /** Presence changes come in bursts (a thousand users connecting in a second): the calls of
+   * one event-loop turn are written in one transaction, one fsync for all. */
+  setLastSeen(userId: string, at: number): Promise<void> {
+    this.seenPending.set(userId, at);
+    return (this.seenWritten ??= new Promise<void>((resolve, reject) =>
+      setImmediate(() => {
+        const batch = this.seenPending;
+        this.seenPending = new Map();
+        this.seenWritten = null;
+        try {
+          this.db.transaction(() => {
+            for (const [id, seen] of batch) this.s.setLastSeen.run(seen, id);
+          })();
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      }),
+    ));
   }
+
+  private seenPending = new Map<string, number>();
+  private seenWritten: Promise<void> | null = null;
 
   // ---- sessions
 

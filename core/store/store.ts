@@ -31,6 +31,8 @@ export interface Store {
    * Unicode lower-casing (no pattern syntax of any kind). Sorted by username; `after` is a
    * username. */
   searchUsers(query: string, page: Page<string>): Promise<PageOf<UserRecord>>;
+  /** Resolves once recorded. Calls made together may be written together; of one user's
+   * calls, the last one made wins. */
   setLastSeen(userId: string, at: number): Promise<void>;
 
   // ---- sessions (one per login; revoked on logout) ----------------------------------------

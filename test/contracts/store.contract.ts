@@ -115,6 +115,13 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         await store.setLastSeen(u.id, 1_700_000_000_000);
         expect((await store.getUser(u.id))!.lastSeenAt).toBe(1_700_000_000_000);
       });
+
+      it('records last seen for many users at once (a burst of connects); for one user the last call wins', async () => {
+        const users = await Promise.all(Array.from({ length: 20 }, (_, i) => user(`seen${i}`)));
+        await Promise.all([...users.map((u, i) => store.setLastSeen(u.id, 1_700_000_000_000 + i)), store.setLastSeen(users[0]!.id, 1_800_000_000_000)]);
+        const seen = await Promise.all(users.map(async (u) => (await store.getUser(u.id))!.lastSeenAt));
+        expect(seen).toEqual([1_800_000_000_000, ...users.slice(1).map((_, i) => 1_700_000_000_000 + i + 1)]);
+      });
     });
 
     describe('sessions', () => {
