@@ -26,7 +26,7 @@ import { RedisSequencer } from './core/redis/sequencer.js';
 import {
   LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND,
 } from './core/rules.js';
-import { LocalSendClaims, type SendClaims } from './core/send-claims.js';
+import { LocalSendClaims, SEND_CLAIMS_KEPT, type SendClaims, sendKey } from './core/send-claims.js';
 import { LocalSequencer, type Sequencer } from './core/sequencer.js';
 import { databaseIn, MongoStore } from './core/store/mongo.js';
 import { SqliteStore } from './core/store/sqlite.js';
@@ -102,7 +102,7 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
       sequencer: new LocalSequencer((chatId) => store.maxSeq(chatId)),
       presence: new LocalPresence(),
       sendLimiter: new LocalRateLimiter(config.limits.sendBurst, config.limits.sendRate),
-      sendClaims: new LocalSendClaims(),
+      sendClaims: await recentClaims(store),
       typingLimiter: new LocalRateLimiter(TYPING_BURST, TYPING_PER_SECOND),
       loginFailures: new LocalRateLimiter(LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
     };
@@ -134,6 +134,18 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
   };
 }
 
+/**
+ * The in-process claims start with the newest keys in the store, so that a client retrying
+ * across a restart (a send stored just before a crash, its PUBACK lost) gets a duplicate, as
+ * it would have without the restart.
+ */
+async function recentClaims(store: Store): Promise<LocalSendClaims> {
+  const claims = new LocalSendClaims(SEND_CLAIMS_KEPT);
+  const recent = await store.recentSends(SEND_CLAIMS_KEPT);
+  claims.remember(recent.reverse().map((r) => ({ key: sendKey(r.chatId, r.senderId, r.clientMsgId), sent: r.sent })));
+  return claims;
+}
+
 /** MongoDB when MONGO_URL is set (database: the URL's, else NAMESPACE); otherwise the SQLite
  * file in DATA_DIR. */
 async function openStore(config: Config): Promise<Store> {
@@ -162,7 +174,6 @@ export async function startServer(config: Config): Promise<Running> {
   const membership = new Membership(store, bus);
   const metrics = new Metrics();
   const messenger = new Messenger({
-    store,
     sequencer: seams.sequencer,
     archive: seams.archive,
     membership,

@@ -31,6 +31,12 @@ export interface SystemEnvelope {
 
 export type Envelope = MessageEnvelope | SystemEnvelope;
 
+/** A stored message as a later send with the same idempotency key learns of it. */
+export interface SentRef {
+  id: string;
+  seq: number;
+}
+
 const serialized = new WeakMap<Envelope, string>();
 
 /**

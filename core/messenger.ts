@@ -6,10 +6,10 @@ import { newId } from './ids.js';
 import type { Membership } from './membership.js';
 import type { Metrics } from './metrics.js';
 import type { RateLimiter } from './rate-limit.js';
-import type { ClaimHold, SendClaims, SentRef } from './send-claims.js';
+import { type ClaimHold, type SendClaims, type SentRef, sendKey } from './send-claims.js';
 import { type RejectReason, parseSend } from './send-rules.js';
 import type { Sequencer } from './sequencer.js';
-import type { ChatRecord, Store } from './store/store.js';
+import type { ChatRecord } from './store/store.js';
 
 /** Events a user receives on `users/{userId}/inbox`. */
 export type InboxEvent =
@@ -34,7 +34,6 @@ export class Messenger {
 
   constructor(
     private readonly deps: {
-      store: Store;
       sequencer: Sequencer;
       archive: Archive;
       membership: Membership;
@@ -81,7 +80,7 @@ export class Messenger {
     // another) never both get a seq.
     let hold: ClaimHold | null = null;
     if (clientMsgId !== null) {
-      const claim = await this.deps.claims.claim(`${chatId}:${sender.id}:${clientMsgId}`);
+      const claim = await this.deps.claims.claim(sendKey(chatId, sender.id, clientMsgId));
       if (!claim.claimed) return this.duplicate(claim.sent);
       hold = claim.hold;
     }
@@ -92,21 +91,18 @@ export class Messenger {
       await (sent ? h?.complete(sent) : h?.release())?.catch((err) => this.deps.onError(err, `settling send ${clientMsgId} in chat ${chatId}`));
     };
     try {
-      if (clientMsgId !== null) {
-        // Sent before the claims' memory (e.g. more than an hour ago, or before a restart)?
-        // A duplicate costs no send budget and gets no rejection.
-        const stored = await this.deps.store.findByClientMsgId(chatId, sender.id, clientMsgId);
-        if (stored?.type === 'message') {
-          await settle(stored);
-          return this.duplicate(stored);
-        }
-      }
       if (!(await this.deps.rateLimiter.take(sender.id))) return this.reject(sender.id, chatId, clientMsgId, 'rate_limited');
       const envelope: MessageEnvelope = {
         type: 'message', id: newId(), chatId, seq: await this.deps.sequencer.next(chatId), senderId: sender.id,
         senderName: sender.displayName, text: input.text, clientMsgId, createdAt: new Date().toISOString(),
       };
-      await this.deps.archive.append(envelope);
+      // A key older than the claims' memory is caught here, by the store's unique index: the
+      // send is a duplicate after all, and its seq stays unused.
+      const held = await this.deps.archive.append(envelope);
+      if (held) {
+        await settle(held);
+        return this.duplicate(held);
+      }
       // Durable from here on: the PUBACK is due even if the claim cannot be recorded (that is
       // logged; a retry after the claim expires could then be sent again).
       await settle(envelope);

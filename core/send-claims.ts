@@ -1,8 +1,6 @@
-/** What a later send with the same idempotency key learns about the first one. */
-export interface SentRef {
-  id: string;
-  seq: number;
-}
+import type { SentRef } from './envelope.js';
+
+export type { SentRef };
 
 /** A granted claim, to be settled exactly once. */
 export interface ClaimHold {
@@ -22,8 +20,10 @@ export type Claim = { claimed: true; hold: ClaimHold } | { claimed: false; sent:
  *   the key completed, what it sent. While another send holds the key, waits for it to settle;
  *   if that one is released, claims afresh. Of concurrent claims of one key, exactly one is
  *   granted.
- * - Keys are remembered for a window (the in-process twin: its most recent keys); beyond it the
- *   store's unique index is the record.
+ * - Keys are remembered for a window (the in-process twin: its most recent keys, seeded at
+ *   start with the newest ones in the store; the Redis twin: an hour); beyond it the store's
+ *   unique index is the record: the append then reports the key as another message's, and the
+ *   send is a duplicate after all (its seq stays unused).
  *
  * The key is claimed before anything about the send is decided, so that a retry and its
  * original never both get a seq.
@@ -32,17 +32,33 @@ export interface SendClaims {
   claim(key: string): Promise<Claim>;
 }
 
+/** The key of a send: (chat, sender, clientMsgId). */
+export const sendKey = (chatId: string, senderId: string, clientMsgId: string) => `${chatId}:${senderId}:${clientMsgId}`;
+
 interface Entry {
   sent?: SentRef;
   settled: Promise<void>;
   settle: () => void;
 }
 
+/** How many recent keys the in-process claims keep. */
+export const SEND_CLAIMS_KEPT = 100_000;
+
 /** One process's claims, in memory: the most recent `capacity` keys. */
 export class LocalSendClaims implements SendClaims {
   private readonly entries = new Map<string, Entry>();
 
-  constructor(private readonly capacity = 100_000) {}
+  constructor(private readonly capacity = SEND_CLAIMS_KEPT) {}
+
+  /** Records sends made before this process started (oldest first), as if completed here. */
+  remember(sends: Iterable<{ key: string; sent: SentRef }>) {
+    for (const { key, sent } of sends) {
+      if (this.entries.has(key)) continue;
+      const entry: Entry = { sent: { id: sent.id, seq: sent.seq }, settled: Promise.resolve(), settle: () => {} };
+      this.entries.set(key, entry);
+      this.evict();
+    }
+  }
 
   async claim(key: string): Promise<Claim> {
     for (;;) {

@@ -1,6 +1,6 @@
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import type { Envelope } from '../core/envelope.js';
-import type { Store } from '../core/store/store.js';
+import type { Appended, Store } from '../core/store/store.js';
 import { assertArchiveQueues } from '../core/amqp/topology.js';
 
 export interface ArchiverOptions {
@@ -127,17 +127,13 @@ export class Archiver {
     // settled and send them through the one-by-one path again (a second ack kills the channel).
     let verdicts: Verdict[];
     try {
-      const written = await this.store.appendMessages(parsed.map((p) => p.envelope));
-      this.stored += written;
-      verdicts = await this.verdicts(parsed, written);
+      verdicts = this.verdicts(parsed, await this.store.appendMessages(parsed.map((p) => p.envelope)));
     } catch (batchErr) {
       this.onError(batchErr);
       for (const p of parsed) {
         let verdict: Verdict;
         try {
-          const written = await this.store.appendMessages([p.envelope]);
-          this.stored += written;
-          [verdict] = (await this.verdicts([p], written)) as [Verdict];
+          [verdict] = this.verdicts([p], await this.store.appendMessages([p.envelope])) as [Verdict];
         } catch (err) {
           this.onError(err);
           verdict = 'retry'; // until the delivery limit dead-letters it
@@ -149,24 +145,21 @@ export class Archiver {
     parsed.forEach((p, i) => this.settle(channel, p, verdicts[i]!));
   }
 
-  /** For each envelope: stored (or a redelivery of a stored one), or dead because its seq is
-   * another message's. Looked up only when the store skipped some of them. */
-  private async verdicts(items: Parsed[], written: number): Promise<Verdict[]> {
-    if (written === items.length) return items.map(() => 'stored');
-    const out: Verdict[] = [];
-    for (const { envelope: e } of items) {
-      const { messages } = await this.store.listMessages(e.chatId, { after: e.seq - 1, before: e.seq + 1, limit: 1 });
-      const holder = messages[0];
-      if (holder && holder.id !== e.id) {
-        this.onError(new Error(`seq ${e.seq} of chat ${e.chatId} belongs to message ${holder.id}; envelope ${e.id} dead-lettered`));
-        out.push('dead');
-      } else {
-        // No message at its seq: the store kept an earlier send with the same clientMsgId.
-        if (!holder) this.onError(new Error(`envelope ${e.id} (chat ${e.chatId}, seq ${e.seq}) repeats a stored clientMsgId; not stored`));
-        out.push('stored');
+  /** For each envelope: stored (or a redelivery of a stored one, or a repeat of a stored
+   * idempotency key, which is not stored again), or dead because its seq is another message's. */
+  private verdicts(items: Parsed[], outcomes: Appended[]): Verdict[] {
+    return items.map(({ envelope: e }, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome === 'stored') this.stored++;
+      if (outcome === 'stored' || outcome === 'present') return 'stored';
+      if ('seqHeldBy' in outcome) {
+        this.onError(new Error(`seq ${e.seq} of chat ${e.chatId} belongs to message ${outcome.seqHeldBy}; envelope ${e.id} dead-lettered`));
+        return 'dead';
       }
-    }
-    return out;
+      // Delivered live already, so a client saw it; history keeps the first send only.
+      this.onError(new Error(`envelope ${e.id} (chat ${e.chatId}, seq ${e.seq}) repeats the clientMsgId of message ${outcome.keyHeldBy.id}; not stored`));
+      return 'stored';
+    });
   }
 
   private settle(channel: Channel, p: Parsed, verdict: Verdict) {

@@ -1,6 +1,6 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import type { Archive } from '../archive.js';
-import { type Envelope, envelopeJson } from '../envelope.js';
+import { type Envelope, type SentRef, envelopeJson } from '../envelope.js';
 import { assertArchiveQueues } from './topology.js';
 
 /**
@@ -62,7 +62,7 @@ export class AmqpArchive implements Archive {
     })();
   }
 
-  append(envelope: Envelope): Promise<void> {
+  append(envelope: Envelope): Promise<SentRef | null> {
     const channel = this.channel;
     if (!channel) return Promise.reject(new Error('RabbitMQ is unreachable: message not accepted'));
     return new Promise((resolve, reject) => {
@@ -70,7 +70,7 @@ export class AmqpArchive implements Archive {
         this.queue,
         Buffer.from(envelopeJson(envelope)),
         { persistent: true, contentType: 'application/json', messageId: `${envelope.chatId}:${envelope.seq}` },
-        (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve()),
+        (err) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(null)),
       );
     });
   }

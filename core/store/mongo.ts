@@ -2,8 +2,8 @@ import { type ClientSession, type Db, type Filter, MongoClient, MongoServerError
 import { groupFull, notFound, usernameTaken } from '../errors.js';
 import type { Envelope } from '../envelope.js';
 import type {
-  ChatRecord, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
-  SessionRecord, Store, UserRecord, Visibility,
+  Appended, ChatRecord, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
+  RecentSend, SessionRecord, Store, UserRecord, Visibility,
 } from './store.js';
 
 /**
@@ -285,8 +285,8 @@ export class MongoStore implements Store {
 
   // ---- message log
 
-  async appendMessages(envelopes: readonly Envelope[]): Promise<number> {
-    if (envelopes.length === 0) return 0;
+  async appendMessages(envelopes: readonly Envelope[]): Promise<Appended[]> {
+    if (envelopes.length === 0) return [];
     return this.transaction(async (session) => {
       // Skip what is already stored, as the SQLite store's INSERT OR IGNORE does: a write
       // error inside a transaction would abort it.
@@ -311,14 +311,20 @@ export class MongoStore implements Store {
       const stored = await this.messages
         .find({ $or: clauses }, { session, projection: { _id: 1, chatId: 1, seq: 1, senderId: 1, clientMsgId: 1 } })
         .toArray();
-      const taken = new Set<string>();
+      // What is stored, and what this batch adds as it goes, by id, by seq and by key.
+      const ids = new Set<string>();
+      const atSeq = new Map<string, string>();
+      const byKey = new Map<string, { id: string; seq: number }>();
+      const keyOf = (d: { chatId: string; senderId: string | null; clientMsgId: string | null }) => `${d.chatId} ${d.senderId} ${d.clientMsgId}`;
       const take = (d: Pick<MessageDoc, '_id' | 'chatId' | 'seq' | 'senderId' | 'clientMsgId'>) => {
-        taken.add(`id ${d._id}`).add(`seq ${d.chatId} ${d.seq}`);
-        if (d.clientMsgId !== null) taken.add(`key ${d.chatId} ${d.senderId} ${d.clientMsgId}`);
+        ids.add(d._id);
+        atSeq.set(`${d.chatId} ${d.seq}`, d._id);
+        if (d.clientMsgId !== null) byKey.set(keyOf(d), { id: d._id, seq: d.seq });
       };
       stored.forEach(take);
 
       const fresh: MessageDoc[] = [];
+      const outcomes: Appended[] = [];
       const top = new Map<string, number>();
       for (const e of envelopes) {
         top.set(e.chatId, Math.max(top.get(e.chatId) ?? 0, e.seq));
@@ -328,15 +334,21 @@ export class MongoStore implements Store {
           clientMsgId: e.type === 'message' ? e.clientMsgId : null,
           envelope: e,
         };
-        const key = `key ${doc.chatId} ${doc.senderId} ${doc.clientMsgId}`;
-        if (taken.has(`id ${doc._id}`) || taken.has(`seq ${doc.chatId} ${doc.seq}`) || (doc.clientMsgId !== null && taken.has(key))) continue;
-        take(doc);
-        fresh.push(doc);
+        const holder = atSeq.get(`${doc.chatId} ${doc.seq}`);
+        const keyed = doc.clientMsgId === null ? undefined : byKey.get(keyOf(doc));
+        if (holder !== undefined) outcomes.push(holder === doc._id ? 'present' : { seqHeldBy: holder });
+        else if (keyed) outcomes.push({ keyHeldBy: keyed });
+        else if (ids.has(doc._id)) throw new Error(`message id ${doc._id} is stored already, at another chat or seq`);
+        else {
+          take(doc);
+          fresh.push(doc);
+          outcomes.push('stored');
+        }
       }
       // ignoreUndefined: an absent optional field (actorId) stays absent, as appended.
       if (fresh.length > 0) await this.messages.insertMany(fresh, { session, ignoreUndefined: true });
       for (const [chatId, seq] of top) await this.chats.updateOne({ _id: chatId }, { $max: { lastSeq: seq } }, { session });
-      return fresh.length;
+      return outcomes;
     });
   }
 
@@ -357,10 +369,12 @@ export class MongoStore implements Store {
     return d?.seq ?? 0;
   }
 
-  async findByClientMsgId(chatId: string, senderId: string, clientMsgId: string): Promise<Envelope | null> {
-    // $type repeats the partial index's filter, which lets the planner use that index.
-    const d = await this.messages.findOne({ chatId, senderId, clientMsgId: { $eq: clientMsgId, $type: 'string' } });
-    return d ? d.envelope : null;
+  async recentSends(limit: number): Promise<RecentSend[]> {
+    // Ids are UUIDv7, so _id order is time order; $type keeps system events out.
+    const docs = await this.messages
+      .find({ clientMsgId: { $type: 'string' } }, { sort: { _id: -1 }, limit, projection: { _id: 1, chatId: 1, seq: 1, senderId: 1, clientMsgId: 1 } })
+      .toArray();
+    return docs.map((d) => ({ chatId: d.chatId, senderId: d.senderId!, clientMsgId: d.clientMsgId!, sent: { id: d._id, seq: d.seq } }));
   }
 }
 

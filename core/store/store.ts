@@ -1,4 +1,4 @@
-import type { Envelope } from '../envelope.js';
+import type { Envelope, SentRef } from '../envelope.js';
 
 /**
  * The store seam: accounts, sessions, chats, members and the message log.
@@ -68,10 +68,13 @@ export interface Store {
   removeMember(chatId: string, userId: string): Promise<{ chat: ChatRecord; removed: boolean } | null>;
 
   // ---- message log -----------------------------------------------------------------------
-  /** Appends envelopes in one atomic write. Idempotent on (chatId, seq): an envelope whose
-   * (chatId, seq) is already stored is skipped, so a redelivered batch changes nothing.
-   * Raises the chat's lastSeq to the highest seq written. Returns how many were new. */
-  appendMessages(envelopes: readonly Envelope[]): Promise<number>;
+  /** Appends envelopes in one atomic write and says, in order, what became of each: stored;
+   * present (that very envelope was stored before: a redelivered batch changes nothing); or
+   * skipped, nothing written for it, because its (chatId, seq) holds another message or its
+   * idempotency key (chatId, senderId, clientMsgId) is another message's (then which one).
+   * So one key never has two messages. The whole batch fails for a chat that does not exist.
+   * The chat's lastSeq is then the highest seq stored. */
+  appendMessages(envelopes: readonly Envelope[]): Promise<Appended[]>;
   /** Envelopes of a chat ascending by seq, strictly between `after` and `before` when given.
    * Without `after`, the newest `limit` envelopes (still ascending) are returned, and
    * `hasMore` says whether older ones exist; with `after`, the oldest `limit` after it, and
@@ -79,10 +82,19 @@ export interface Store {
   listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }>;
   /** Highest seq stored for the chat, 0 when none (seeds the sequencer). */
   maxSeq(chatId: string): Promise<number>;
-  /** The message a sender stored in a chat under its idempotency key, or null. At most one
-   * exists: appending a second message with the same (chatId, senderId, clientMsgId) and a
-   * different seq stores nothing. */
-  findByClientMsgId(chatId: string, senderId: string, clientMsgId: string): Promise<Envelope | null>;
+  /** The idempotency keys of the newest `limit` messages that have one, newest first (seeds
+   * a process's send claims at start, so that a retry across a restart is known). */
+  recentSends(limit: number): Promise<RecentSend[]>;
+}
+
+/** What became of an envelope given to `appendMessages`. */
+export type Appended = 'stored' | 'present' | { seqHeldBy: string } | { keyHeldBy: SentRef };
+
+export interface RecentSend {
+  chatId: string;
+  senderId: string;
+  clientMsgId: string;
+  sent: SentRef;
 }
 
 export type ChatType = 'direct' | 'group';

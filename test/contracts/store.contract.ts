@@ -273,19 +273,19 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
     });
 
     describe('message log', () => {
-      it('appends idempotently on (chatId, seq) and raises lastSeq', async () => {
+      it('appends idempotently on (chatId, seq), says what became of each envelope, and raises lastSeq', async () => {
         const [o] = await users(1);
         const chat = await group(o!.id, []);
         const batch: Envelope[] = [message(chat.id, 1), message(chat.id, 2)];
-        expect(await store.appendMessages(batch)).toBe(2);
-        expect(await store.appendMessages(batch)).toBe(0);
-        expect(await store.appendMessages([message(chat.id, 2, 'different'), message(chat.id, 3)])).toBe(1);
+        expect(await store.appendMessages(batch)).toEqual(['stored', 'stored']);
+        expect(await store.appendMessages(batch)).toEqual(['present', 'present']);
+        expect(await store.appendMessages([message(chat.id, 2, 'different'), message(chat.id, 3)])).toEqual([{ seqHeldBy: batch[1]!.id }, 'stored']);
         expect((await store.getChat(chat.id))!.lastSeq).toBe(3);
         expect(await store.maxSeq(chat.id)).toBe(3);
         const { messages } = await store.listMessages(chat.id, { limit: 50 });
         expect(messages.map((m) => m.seq)).toEqual([1, 2, 3]);
         expect((messages[1] as MessageEnvelope).text).toBe('m2');
-        expect(await store.appendMessages([])).toBe(0);
+        expect(await store.appendMessages([])).toEqual([]);
       });
 
       it('stores each envelope once when overlapping batches are appended concurrently', async () => {
@@ -294,8 +294,9 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         const all = Array.from({ length: 30 }, (_, i) => ({ ...message(chat.id, i + 1), clientMsgId: `c-${i + 1}` }));
         // Five writers (think: a worker redelivering batches), each with a window of 10 that
         // overlaps its neighbours'.
-        const counts = await Promise.all([0, 5, 10, 15, 20].map((from) => store.appendMessages(all.slice(from, from + 10))));
-        expect(counts.reduce((a, b) => a + b, 0)).toBe(30);
+        const outcomes = (await Promise.all([0, 5, 10, 15, 20].map((from) => store.appendMessages(all.slice(from, from + 10))))).flat();
+        expect(outcomes.filter((o) => o === 'stored')).toHaveLength(30);
+        expect(outcomes.filter((o) => o === 'present')).toHaveLength(20);
         const { messages } = await store.listMessages(chat.id, { limit: 100 });
         expect(messages).toEqual(all);
         expect((await store.getChat(chat.id))!.lastSeq).toBe(30);
@@ -318,17 +319,36 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect((await store.listMessages(chat.id, { limit: 10 })).messages).toEqual([sys, msg]);
       });
 
-      it('finds a message by (chat, sender, clientMsgId) and stores one message per key', async () => {
+      it('stores one message per idempotency key (chat, sender, clientMsgId), and names the holder of a repeated key', async () => {
         const [o] = await users(1);
         const chat = await group(o!.id, []);
         const other = await group(o!.id, []);
         const first = { ...message(chat.id, 1), clientMsgId: 'k-1' };
-        await store.appendMessages([first, { ...message(chat.id, 2), clientMsgId: 'k-1' }, { ...message(other.id, 1), clientMsgId: 'k-1' }]);
-        expect(await store.findByClientMsgId(chat.id, 'sender', 'k-1')).toEqual(first);
-        expect((await store.findByClientMsgId(other.id, 'sender', 'k-1'))!.chatId).toBe(other.id);
-        expect(await store.findByClientMsgId(chat.id, 'someone else', 'k-1')).toBeNull();
-        expect(await store.findByClientMsgId(chat.id, 'sender', 'k-2')).toBeNull();
-        expect((await store.listMessages(chat.id, { limit: 10 })).messages.map((m) => m.seq)).toEqual([1]);
+        const held = { keyHeldBy: { id: first.id, seq: 1 } };
+        expect(
+          await store.appendMessages([
+            first,
+            { ...message(chat.id, 2), clientMsgId: 'k-1' }, // the same key in the same batch
+            { ...message(other.id, 1), clientMsgId: 'k-1' }, // another chat: another key
+            { ...message(chat.id, 3), senderId: 'someone else', clientMsgId: 'k-1' }, // another sender
+            { ...message(chat.id, 4), clientMsgId: 'k-2' },
+          ]),
+        ).toEqual(['stored', held, 'stored', 'stored', 'stored']);
+        // In a later batch, also when it comes with a seq that is free.
+        expect(await store.appendMessages([{ ...message(chat.id, 5), clientMsgId: 'k-1' }])).toEqual([held]);
+        expect((await store.listMessages(chat.id, { limit: 10 })).messages.map((m) => m.seq)).toEqual([1, 3, 4]);
+      });
+
+      it('lists the idempotency keys of the newest messages, newest first', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const at = Date.now();
+        const sent = Array.from({ length: 5 }, (_, i) => ({ ...message(chat.id, i + 1), id: newId(at + i), clientMsgId: `r-${i}` }));
+        const system: SystemEnvelope = { type: 'system', id: newId(at + 5), chatId: chat.id, seq: 6, event: 'member.joined', userId: o!.id, createdAt: new Date().toISOString() };
+        const keyless = { ...message(chat.id, 7), id: newId(at + 6) };
+        await store.appendMessages([...sent, system, keyless]);
+        const recent = await store.recentSends(3);
+        expect(recent).toEqual([4, 3, 2].map((i) => ({ chatId: chat.id, senderId: 'sender', clientMsgId: `r-${i}`, sent: { id: sent[i]!.id, seq: i + 1 } })));
       });
 
       it('pages by seq: latest page without after, catch-up with after, bounded by before', async () => {

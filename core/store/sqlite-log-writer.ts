@@ -1,0 +1,126 @@
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import type { Appended } from './store.js';
+
+/** One message row: chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope. */
+export type MessageRow = [string, number, string, string, string | null, string | null, number, string];
+
+/**
+ * The message log's writer: a thread with its own connection to the database file that
+ * appends message rows, so that neither the inserts nor the fsync of each commit
+ * (synchronous=FULL) nor the WAL checkpoints run on the event loop. Appends that arrive while
+ * a commit runs are written together in the next one (group commit), each batch in a savepoint
+ * of its own so that a failing batch (an unknown chat) fails alone. `append` resolves, with
+ * what became of each row (see `Store.appendMessages`), once the commit holding the batch is
+ * on disk.
+ */
+export class LogWriter {
+  private worker: Worker | null = null;
+  private readonly pending = new Map<number, { resolve: (outcomes: Appended[]) => void; reject: (err: Error) => void }>();
+  private nextId = 1;
+  private closing: Promise<void> | null = null;
+
+  constructor(private readonly file: string) {}
+
+  append(rows: MessageRow[]): Promise<Appended[]> {
+    if (this.closing) return Promise.reject(new Error('the store is closed'));
+    const worker = (this.worker ??= this.start());
+    const id = this.nextId++;
+    if (this.pending.size === 0) worker.ref();
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      worker.postMessage({ id, rows });
+    });
+  }
+
+  /** Waits for the appends under way, then ends the thread (its connection closes cleanly). */
+  close(): Promise<void> {
+    return (this.closing ??= (async () => {
+      const worker = this.worker;
+      if (!worker) return;
+      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+      worker.ref();
+      worker.postMessage({ close: true });
+      await exited;
+    })());
+  }
+
+  private start(): Worker {
+    const worker = new Worker(WRITER, { eval: true, workerData: { file: this.file, driver: createRequire(import.meta.url).resolve('better-sqlite3') } });
+    worker.unref();
+    worker.on('message', (reply: { id: number; outcomes?: Appended[]; error?: { message: string; code?: string } }) => {
+      const waiter = this.pending.get(reply.id);
+      if (!waiter) return;
+      this.pending.delete(reply.id);
+      if (this.pending.size === 0) worker.unref();
+      if (reply.error) waiter.reject(Object.assign(new Error(reply.error.message), reply.error.code ? { code: reply.error.code } : {}));
+      else waiter.resolve(reply.outcomes!);
+    });
+    const fail = (err: Error) => {
+      // The thread is gone: whatever it had not answered is not known to be durable.
+      this.worker = null;
+      for (const waiter of this.pending.values()) waiter.reject(err);
+      this.pending.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`the message log writer stopped (exit code ${code})`)));
+    return worker;
+  }
+}
+
+/**
+ * The thread's code (CommonJS, run with `eval`, so the same source works from the compiled
+ * build and from the TypeScript sources the tests load).
+ */
+const WRITER = `
+const { parentPort, workerData, receiveMessageOnPort } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file);
+db.pragma('busy_timeout = 10000');
+db.pragma('synchronous = FULL');
+db.pragma('foreign_keys = ON');
+const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
+const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
+// row: [chatId, seq, id, type, senderId, clientMsgId, createdAt, envelope]
+const appendRow = (row) => {
+  if (insert.run(row).changes === 1) return 'stored';
+  // Skipped: say why.
+  const holder = atSeq.get(row[0], row[1]);
+  if (holder) return holder.id === row[2] ? 'present' : { seqHeldBy: holder.id };
+  const keyed = row[5] === null ? undefined : byKey.get(row[0], row[4], row[5]);
+  if (keyed) return { keyHeldBy: { id: keyed.id, seq: keyed.seq } };
+  throw new Error('message id ' + row[2] + ' is stored already, at another chat or seq');
+};
+const appendBatch = db.transaction((rows) => rows.map(appendRow));
+const failure = (err) => ({ message: String(err && err.message), code: err && err.code });
+// Nested in this transaction, each batch's own transaction is a savepoint.
+const commit = db.transaction((batches) => batches.map((b) => {
+  try {
+    return { id: b.id, outcomes: appendBatch(b.rows) };
+  } catch (err) {
+    return { id: b.id, error: failure(err) };
+  }
+}));
+parentPort.on('message', (first) => {
+  const batches = [];
+  let closing = false;
+  for (let m = { message: first }; m; m = receiveMessageOnPort(parentPort)) {
+    if (m.message.close) closing = true;
+    else batches.push(m.message);
+  }
+  if (batches.length > 0) {
+    let results;
+    try {
+      results = commit.immediate(batches);
+    } catch (err) {
+      results = batches.map((b) => ({ id: b.id, error: failure(err) }));
+    }
+    for (const r of results) parentPort.postMessage(r);
+  }
+  if (closing) {
+    db.close();
+    parentPort.close();
+  }
+});
+`;
