@@ -35,18 +35,20 @@ export interface SendClaims {
 /** The key of a send: (chat, sender, clientMsgId). */
 export const sendKey = (chatId: string, senderId: string, clientMsgId: string) => `${chatId}:${senderId}:${clientMsgId}`;
 
-interface Entry {
-  sent?: SentRef;
+/** A claim being sent: later claims of its key wait for it. */
+interface Pending {
   settled: Promise<void>;
-  settle: () => void;
 }
 
 /** How many recent keys the in-process claims keep. */
 export const SEND_CLAIMS_KEPT = 100_000;
 
-/** One process's claims, in memory: the most recent `capacity` keys. */
+/**
+ * One process's claims, in memory: the most recent `capacity` keys. A completed key keeps
+ * only what it sent (a hundred thousand of them are a few megabytes).
+ */
 export class LocalSendClaims implements SendClaims {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, SentRef | Pending>();
 
   constructor(private readonly capacity = SEND_CLAIMS_KEPT) {}
 
@@ -54,8 +56,7 @@ export class LocalSendClaims implements SendClaims {
   remember(sends: Iterable<{ key: string; sent: SentRef }>) {
     for (const { key, sent } of sends) {
       if (this.entries.has(key)) continue;
-      const entry: Entry = { sent: { id: sent.id, seq: sent.seq }, settled: Promise.resolve(), settle: () => {} };
-      this.entries.set(key, entry);
+      this.entries.set(key, { id: sent.id, seq: sent.seq });
       this.evict();
     }
   }
@@ -64,7 +65,7 @@ export class LocalSendClaims implements SendClaims {
     for (;;) {
       const entry = this.entries.get(key);
       if (!entry) return { claimed: true, hold: this.grant(key) };
-      if (entry.sent) return { claimed: false, sent: entry.sent };
+      if (!('settled' in entry)) return { claimed: false, sent: entry };
       await entry.settled;
     }
   }
@@ -72,22 +73,23 @@ export class LocalSendClaims implements SendClaims {
   /** Synchronous from lookup to set: concurrent claims cannot both be granted. */
   private grant(key: string): ClaimHold {
     let settle!: () => void;
-    const entry: Entry = { settled: new Promise<void>((resolve) => (settle = resolve)), settle };
-    this.entries.set(key, entry);
+    const pending: Pending = { settled: new Promise<void>((resolve) => (settle = resolve)) };
+    this.entries.set(key, pending);
     this.evict();
     let done = false;
+    const mine = () => this.entries.get(key) === pending;
     return {
       complete: async (sent) => {
         if (done) return;
         done = true;
-        entry.sent = { id: sent.id, seq: sent.seq };
-        entry.settle();
+        if (mine()) this.entries.set(key, { id: sent.id, seq: sent.seq });
+        settle();
       },
       release: async () => {
         if (done) return;
         done = true;
-        if (this.entries.get(key) === entry) this.entries.delete(key);
-        entry.settle();
+        if (mine()) this.entries.delete(key);
+        settle();
       },
     };
   }
@@ -96,7 +98,7 @@ export class LocalSendClaims implements SendClaims {
   private evict() {
     if (this.entries.size <= this.capacity) return;
     for (const [key, entry] of this.entries) {
-      if (entry.sent) {
+      if (!('settled' in entry)) {
         this.entries.delete(key);
         return;
       }

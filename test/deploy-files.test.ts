@@ -57,7 +57,7 @@ describe('deployment files', () => {
     const finalStage = lines.slice(lines.lastIndexOf(froms[1]!));
     expect(finalStage.find((l) => l.startsWith('USER '))).toBe('USER node');
     expect(finalStage.some((l) => l.startsWith('HEALTHCHECK '))).toBe(true);
-    expect(finalStage.at(-1)).toBe('CMD ["node", "dist/main.js"]');
+    expect(finalStage.at(-1)).toBe('CMD ["node", "--max-semi-space-size=64", "dist/main.js"]');
     for (const copy of lines.filter((l) => l.startsWith('COPY ') && !l.includes('--from='))) {
       const sources = copy.split(/\s+/).slice(1, -1);
       for (const source of sources) expect(existsSync(source), `COPY source ${source}`).toBe(true);

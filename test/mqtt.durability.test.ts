@@ -9,7 +9,7 @@ import { type Json, tempDir } from './helpers/server.js';
 
 /** Server processes on one data directory of the block's own: each `launch()` starts one (after
  * the previous has stopped); afterAll kills the last if still up and removes the directory. */
-function onDisk(prefix: string) {
+function onDisk(prefix: string, env: Record<string, string> = {}) {
   const dataDir = tempDir(prefix);
   let last: ReadyServer | undefined;
   afterAll(async () => {
@@ -19,7 +19,7 @@ function onDisk(prefix: string) {
     }
     rmSync(dataDir, { recursive: true, force: true });
   });
-  return { launch: async () => (last = await serverReady(launchServer({ DATA_DIR: dataDir }))) };
+  return { launch: async () => (last = await serverReady(launchServer({ DATA_DIR: dataDir, ...env }))) };
 }
 
 describe('durability: a PUBACK means the message is stored', () => {
@@ -92,7 +92,8 @@ describe('durability: a PUBACK means the message is stored', () => {
 });
 
 describe('a retry of a message stored before a restart', () => {
-  const { launch } = onDisk('chat-retry-budget-');
+  // The budget does not refill during the test, however slowly the machine runs it.
+  const { launch } = onDisk('chat-retry-budget-', { SEND_RATE: '0.001' });
 
   it('is a duplicate even when the send budget is spent: no rate_limited, stored once', async () => {
     let server = await launch();

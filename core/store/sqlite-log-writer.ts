@@ -16,6 +16,7 @@ export type MessageRow = [string, number, string, string, string | null, string 
  */
 export class LogWriter {
   private worker: Worker | null = null;
+  private checkpointer: Worker | null = null;
   private readonly pending = new Map<number, { resolve: (outcomes: Appended[]) => void; reject: (err: Error) => void }>();
   private nextId = 1;
   private closing: Promise<void> | null = null;
@@ -42,12 +43,29 @@ export class LogWriter {
       worker.ref();
       worker.postMessage({ close: true });
       await exited;
+      const checkpointer = this.checkpointer;
+      if (checkpointer) {
+        const done = new Promise<void>((resolve) => checkpointer.once('exit', () => resolve()));
+        checkpointer.postMessage({ close: true });
+        await done;
+      }
     })());
   }
 
-  private start(): Worker {
-    const worker = new Worker(WRITER, { eval: true, workerData: { file: this.file, driver: createRequire(import.meta.url).resolve('better-sqlite3') } });
+  /** Copies the WAL back into the database file on a thread of its own, so that commits never
+   * wait for a checkpoint (the connections' automatic checkpoints are off). */
+  private startCheckpointer(driver: string): Worker {
+    const worker = new Worker(CHECKPOINTER, { eval: true, workerData: { file: this.file, driver, intervalMs: 250, restartPages: 25_000 } });
     worker.unref();
+    worker.on('error', () => (this.checkpointer = null));
+    return worker;
+  }
+
+  private start(): Worker {
+    const driver = createRequire(import.meta.url).resolve('better-sqlite3');
+    const worker = new Worker(WRITER, { eval: true, workerData: { file: this.file, driver } });
+    worker.unref();
+    this.checkpointer ??= this.startCheckpointer(driver);
     worker.on('message', (reply: { id: number; outcomes?: Appended[]; error?: { message: string; code?: string } }) => {
       const waiter = this.pending.get(reply.id);
       if (!waiter) return;
@@ -79,6 +97,7 @@ const db = new Database(workerData.file);
 db.pragma('busy_timeout = 10000');
 db.pragma('synchronous = FULL');
 db.pragma('foreign_keys = ON');
+db.pragma('wal_autocheckpoint = 0'); // the checkpointer's job (CHECKPOINTER below)
 const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
 const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
 const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
@@ -122,5 +141,33 @@ parentPort.on('message', (first) => {
     db.close();
     parentPort.close();
   }
+});
+`;
+
+/**
+ * The checkpointer's code. PASSIVE checkpoints never block the writer, but under a steady
+ * stream of commits they cannot finish all frames, and the WAL is only reused from its start
+ * once one has: past `restartPages` frames, a RESTART checkpoint waits for the writer's current
+ * commit, copies everything and lets the next commit begin the WAL anew.
+ */
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file);
+db.pragma('busy_timeout = 10000');
+db.pragma('wal_autocheckpoint = 0');
+const timer = setInterval(() => {
+  try {
+    const [{ log }] = db.pragma('wal_checkpoint(PASSIVE)');
+    if (log > workerData.restartPages) db.pragma('wal_checkpoint(RESTART)');
+  } catch {
+    // busy: the next round tries again
+  }
+}, workerData.intervalMs);
+parentPort.on('message', (m) => {
+  if (!m.close) return;
+  clearInterval(timer);
+  db.close();
+  parentPort.close();
 });
 `;

@@ -110,6 +110,8 @@ export class SqliteStore implements Store {
     // waits for the disk.
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
+    // Checkpoints run on the message log's checkpointer thread, never inside a commit here.
+    this.db.pragma('wal_autocheckpoint = 0');
     this.migrate();
     this.wal = new WalSync(`${file}-wal`);
     this.writer = new LogWriter(file);
