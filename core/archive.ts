@@ -18,10 +18,10 @@ export interface Archive {
 }
 
 /**
- * Embedded archive: group commit. The appends of one event-loop turn are written together in
- * one store call; up to `concurrency` such calls run at once, so a batch does not wait for the
- * previous one's commit to finish (the SQLite store's writer thread joins what reaches it
- * while it commits into its next transaction). A lone message is committed at once.
+ * Embedded archive: group commit. Appends made together are written in one store call; up to
+ * `concurrency` such calls run at once, so a batch does not wait for the previous one's commit
+ * to finish (the SQLite store's writer thread joins what reaches it while it commits into its
+ * next transaction). A lone message is committed at once.
  */
 export class StoreArchive implements Archive {
   private queue: { envelope: Envelope; resolve: (held: SentRef | null) => void; reject: (err: unknown) => void }[] = [];
@@ -42,11 +42,13 @@ export class StoreArchive implements Archive {
     });
   }
 
-  /** Flushes at the end of this turn, so that its other appends join the batch. */
+  /** Flushes once the current task's microtasks have run, so that the appends they make (the
+   * sends of one read from a socket, say) join the batch. Not later: the store groups what
+   * reaches it while it commits, and a lone message should not wait for the next turn. */
   private schedule() {
     if (this.scheduled || this.queue.length === 0 || this.inFlight >= this.concurrency) return;
     this.scheduled = true;
-    setImmediate(() => {
+    queueMicrotask(() => {
       this.scheduled = false;
       this.flush();
     });
