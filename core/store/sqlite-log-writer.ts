@@ -2,6 +2,13 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { Appended } from './store.js';
 
+/**
+ * Commits of the message log are at least this far apart (ms): under load, the messages that
+ * arrive within it share one commit and one fsync (at most 500 a second); an idle log commits
+ * at once.
+ */
+const MIN_COMMIT_GAP_MS = 2;
+
 /** One message row: chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope. */
 export type MessageRow = [string, number, string, string, string | null, string | null, number, string];
 
@@ -63,7 +70,7 @@ export class LogWriter {
 
   private start(): Worker {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const worker = new Worker(WRITER, { eval: true, workerData: { file: this.file, driver } });
+    const worker = new Worker(WRITER, { eval: true, workerData: { file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS } });
     worker.unref();
     this.checkpointer ??= this.startCheckpointer(driver);
     worker.on('message', (reply: { id: number; outcomes?: Appended[]; error?: { message: string; code?: string } }) => {
@@ -121,14 +128,23 @@ const commit = db.transaction((batches) => batches.map((b) => {
     return { id: b.id, error: failure(err) };
   }
 }));
-parentPort.on('message', (first) => {
-  const batches = [];
-  let closing = false;
-  for (let m = { message: first }; m; m = receiveMessageOnPort(parentPort)) {
-    if (m.message.close) closing = true;
-    else batches.push(m.message);
-  }
+// Commits are at least minGapMs apart: a message arriving sooner waits, and the messages that
+// arrive meanwhile share its commit (and its fsync). An idle writer commits at once.
+let queue = [];
+let closing = false;
+let timer = null;
+let lastCommit = -Infinity;
+const take = (m) => {
+  if (m.close) closing = true;
+  else queue.push(m);
+};
+const commitQueued = () => {
+  timer = null;
+  for (let m = receiveMessageOnPort(parentPort); m; m = receiveMessageOnPort(parentPort)) take(m.message);
+  const batches = queue;
+  queue = [];
   if (batches.length > 0) {
+    lastCommit = performance.now();
     let results;
     try {
       results = commit.immediate(batches);
@@ -141,6 +157,12 @@ parentPort.on('message', (first) => {
     db.close();
     parentPort.close();
   }
+};
+parentPort.on('message', (m) => {
+  take(m);
+  if (timer) return;
+  const wait = lastCommit + workerData.minGapMs - performance.now();
+  timer = wait > 0 ? setTimeout(commitQueued, wait) : setImmediate(commitQueued);
 });
 `;
 
