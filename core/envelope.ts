@@ -45,10 +45,17 @@ const serialized = new WeakMap<Envelope, string>();
  * reused after. Envelopes are never changed once built.
  */
 export function envelopeJson(envelope: Envelope): string {
-  let json = serialized.get(envelope);
-  if (json === undefined) {
-    json = JSON.stringify(envelope);
-    serialized.set(envelope, json);
-  }
+  return serialized.get(envelope) ?? remember(envelope, JSON.stringify(envelope));
+}
+
+/** An envelope read back from its JSON (as a store keeps it), which is then reused as is. */
+export function parseEnvelope(json: string): Envelope {
+  const envelope = JSON.parse(json) as Envelope;
+  remember(envelope, json);
+  return envelope;
+}
+
+function remember(envelope: Envelope, json: string): string {
+  serialized.set(envelope, json);
   return json;
 }

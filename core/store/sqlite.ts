@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { closeSync, fsync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { groupFull, notFound, usernameTaken } from '../errors.js';
-import { type Envelope, envelopeJson } from '../envelope.js';
+import { type Envelope, envelopeJson, parseEnvelope } from '../envelope.js';
 import { LogWriter, type MessageRow } from './sqlite-log-writer.js';
 import type {
   Appended, ChatRecord, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
@@ -369,11 +369,11 @@ export class SqliteStore implements Store {
     if (range.after !== undefined) {
       const rows = this.s.messagesAfter.all(chatId, range.after, before, range.limit + 1);
       const page = pageOf(rows, range.limit);
-      return { messages: page.items.map((r) => JSON.parse(r.envelope) as Envelope), hasMore: page.hasMore };
+      return { messages: page.items.map((r) => parseEnvelope(r.envelope)), hasMore: page.hasMore };
     }
     const rows = this.s.messagesBefore.all(chatId, before, range.limit + 1);
     const page = pageOf(rows, range.limit);
-    return { messages: page.items.reverse().map((r) => JSON.parse(r.envelope) as Envelope), hasMore: page.hasMore };
+    return { messages: page.items.reverse().map((r) => parseEnvelope(r.envelope)), hasMore: page.hasMore };
   }
 
   async maxSeq(chatId: string): Promise<number> {
