@@ -12,7 +12,7 @@ import { BenchClient } from './lib/mqtt-client.js';
 import { serve } from './lib/procs.js';
 import {
   type BeginArgs, type ConnectArgs, type ConnectResult, type ConnSpec, type EndResult, type FanoutArgs, type FanoutResult,
-  type GeneratorCounters, type HttpArgs, type HttpResult, type Progress, type Sender, payload, wallNow,
+  type GeneratorCounters, type HttpArgs, type HttpResult, type Progress, type Sender, payload, readKnownShape, wallNow,
 } from './lib/wire.js';
 
 const GEN = Number(process.argv[2] ?? 0);
@@ -25,10 +25,13 @@ interface Outgoing {
   k: number;
   sched: number;
   sender: number;
+  /** clientMsgId, set when it is published */
+  id: string;
 }
 
 interface Conn {
-  client: BenchClient;
+  /** A load's publishes carry their Outgoing to the PUBACK; fan-out ones carry null. */
+  client: BenchClient<Outgoing | null>;
   spec: ConnSpec;
   outbox: Outgoing[];
 }
@@ -39,16 +42,22 @@ const counters: GeneratorCounters = { open: 0, closed: 0, closeReasons: {}, deli
 /** Receiving side of a tag: every generator records what its connections get. */
 class Received {
   readonly hist = new Hist();
-  readonly counts = new Map<string, number>();
   readonly windows = new Map<number, Hist>();
   total = 0;
-  constructor(readonly start: number, readonly windowMs: number) {}
+  /**
+   * Deliveries per message. Our ids are `<tag>.<generator>.<n>`: `byGen[generator][n]`
+   * (a Map keyed by each delivery's id string cost a visible share of a generator's time:
+   * hashing, lookups in a large table, GC). Any other id is counted in `other`.
+   */
+  private readonly byGen: Uint32Array[] = [];
+  private readonly other = new Map<string, number>();
+  constructor(readonly tag: string, readonly start: number, readonly windowMs: number) {}
 
   add(id: string, sentAt: number, at: number) {
     const ms = at - sentAt;
     this.total++;
     this.hist.add(ms);
-    this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
+    this.count(id);
     if (this.windowMs > 0) {
       const w = Math.floor((sentAt - this.start) / this.windowMs);
       let h = this.windows.get(w);
@@ -56,6 +65,47 @@ class Received {
       h.add(ms);
     }
   }
+
+  private count(id: string) {
+    // `id` starts with `<tag>.` (that is how it got here); read `<generator>.<n>` after it,
+    // canonical decimals only, so that counts() writes back the very same string.
+    const gen = decimalAt(id, this.tag.length + 1);
+    const dot = this.tag.length + 1 + String(gen).length;
+    const n = gen < 0 || id.charCodeAt(dot) !== 0x2e ? -1 : decimalAt(id, dot + 1);
+    if (n < 0 || dot + 1 + String(n).length !== id.length || gen > 0xffff || n > 0xffffff) {
+      this.other.set(id, (this.other.get(id) ?? 0) + 1);
+      return;
+    }
+    let list = this.byGen[gen];
+    if (!list || n >= list.length) {
+      const grown = new Uint32Array(Math.max(1024, 2 ** Math.ceil(Math.log2(n + 1))));
+      if (list) grown.set(list);
+      this.byGen[gen] = list = grown;
+    }
+    list[n]!++;
+  }
+
+  /** Deliveries per clientMsgId, as the parent merges them. */
+  counts(): Map<string, number> {
+    const counts = new Map(this.other);
+    this.byGen.forEach((list, gen) => {
+      for (let n = 0; n < list.length; n++) if (list[n]! > 0) counts.set(`${this.tag}.${gen}.${n}`, list[n]!);
+    });
+    return counts;
+  }
+}
+
+/** The decimal number without sign or leading zeros at `s[i...]` (up to the next non-digit),
+ * or -1 if there is none there. */
+function decimalAt(s: string, i: number): number {
+  let n = -1;
+  for (; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) break;
+    if (n === 0) return -1; // a leading zero
+    n = (n < 0 ? 0 : n * 10) + (c - 0x30);
+  }
+  return n;
 }
 
 /** Sending side of a tag: an open-loop schedule over a list of senders. */
@@ -117,26 +167,45 @@ let fanoutRun: { tag: string; delivered(id: string, at: number): void; rejected(
  * would take a repeated one for a retry and not deliver it again). */
 let fanoutRuns = 0;
 
-function onPublish(payloadBuf: Buffer) {
+/**
+ * A delivery: its payload is at `data[start, end)` (the client's shared read buffer, valid
+ * during this call only). The two shapes that make up the load are read straight from the
+ * bytes (wire.ts `readKnownShape`); anything else (a refusal, a system envelope, a payload
+ * not exactly as expected) goes through JSON.parse, which decides as it always did.
+ */
+function onPublish(data: Buffer, start: number, end: number) {
   const at = wallNow();
   counters.deliveries++;
+  const known = readKnownShape(data, start, end);
+  if (known) delivered(known.id, known.sentAt, at);
+  else readJson(data.toString('utf8', start, end), at);
+}
+
+/** Any other payload, read as it always was. */
+function readJson(json: string, at: number) {
   let msg: { text?: unknown; clientMsgId?: unknown; type?: unknown; reason?: unknown };
   try {
-    msg = JSON.parse(payloadBuf.toString()) as typeof msg;
+    msg = JSON.parse(json) as typeof msg;
   } catch {
     counters.unparsable++;
     return;
   }
   const id = msg.clientMsgId;
   if (typeof id !== 'string') return; // presence, system envelopes: not ours
-  const tag = id.slice(0, id.indexOf('.'));
   if (msg.type === 'message.rejected') {
     // The chat server PUBACKs a refused send and says why in the sender's inbox.
+    const tag = id.slice(0, id.indexOf('.'));
     if (tag === fanoutRun?.tag) fanoutRun.rejected(id);
     else loads.get(tag)?.rejected.set(id, String(msg.reason));
     return;
   }
   if (typeof msg.text !== 'string') return;
+  delivered(id, parseFloat(msg.text), at);
+}
+
+/** A delivery of message `id`, scheduled (or published) at `sentAt`, received at `at`. */
+function delivered(id: string, sentAt: number, at: number) {
+  const tag = id.slice(0, id.indexOf('.'));
   if (tag === fanoutRun?.tag) {
     fanoutRun.delivered(id, at);
     return;
@@ -146,7 +215,7 @@ function onPublish(payloadBuf: Buffer) {
     counters.late++;
     return;
   }
-  rec.add(id, parseFloat(msg.text), at);
+  rec.add(id, sentAt, at);
 }
 
 // ---- sending -----------------------------------------------------------------------------
@@ -155,20 +224,28 @@ function trySend(conn: Conn) {
   while (conn.outbox.length > 0 && conn.client.inFlight < MAX_IN_FLIGHT && !conn.client.closed) {
     const o = conn.outbox.shift()!;
     const load = o.load;
-    const sender = load.senders[o.sender]!;
-    const id = `${load.tag}.${GEN}.${o.k}`;
+    o.id = `${load.tag}.${GEN}.${o.k}`;
     load.sent++;
-    conn.client.publish(sender.topic, payload(o.sched, id), () => {
-      load.acked++;
-      if (!load.rejected.has(id)) {
-        load.ackedIds.push(id);
-        load.ackedSender.push(o.sender);
-        load.ackedExpected.push(sender.recipients);
-        load.expected += sender.recipients;
-      }
-      trySend(conn);
-    });
+    // `o` comes back with the PUBACK (onAcked): no closure per message.
+    conn.client.publish(load.senders[o.sender]!.topic, payload(o.sched, o.id), o);
   }
+}
+
+/** A PUBACK of a load's message: acked (and expected at its recipients unless refused); the
+ * connection's outbox may move on. Fan-out publishes carry no token: that loop counts
+ * deliveries, not PUBACKs. */
+function onAcked(conn: Conn, o: Outgoing | null) {
+  if (!o) return;
+  const load = o.load;
+  load.acked++;
+  if (!load.rejected.has(o.id)) {
+    const recipients = load.senders[o.sender]!.recipients;
+    load.ackedIds.push(o.id);
+    load.ackedSender.push(o.sender);
+    load.ackedExpected.push(recipients);
+    load.expected += recipients;
+  }
+  trySend(conn);
 }
 
 function tick() {
@@ -188,12 +265,14 @@ function tick() {
         load.expectedByWindow.set(w, (load.expectedByWindow.get(w) ?? 0) + sender.recipients);
       }
       const conn = conns[sender.conn]!;
-      conn.outbox.push({ load, k: load.k, sched, sender: s });
+      conn.outbox.push({ load, k: load.k, sched, sender: s, id: '' });
       trySend(conn);
     }
     if (t >= load.end) finish(load);
   }
-  if ([...loads.values()].every((l) => l.finished)) stopTicker();
+  let running = false;
+  for (const load of loads.values()) running ||= !load.finished;
+  if (!running) stopTicker();
 }
 
 /** End of a schedule: what still waits in an outbox is dropped (reported as unsent). */
@@ -277,7 +356,7 @@ function fanout(a: FanoutArgs): Promise<FanoutResult> {
       if (i === a.warmup) measuredFrom = t0;
       const id = `${tag}.${GEN}.${i}`;
       pending.set(id, { t0, left: n, i });
-      members[m]!.publish(a.topic, payload(t0, id), () => {});
+      members[m]!.publish(a.topic, payload(t0, id), null);
     };
     /** A message leaves the window (complete, rejected or given up): the next one goes. */
     const settled = () => {
@@ -372,10 +451,12 @@ function bump(record: Record<string, number>, key: string) {
   record[key] = (record[key] ?? 0) + 1;
 }
 
-function openClient(host: string, port: number, spec: ConnSpec): BenchClient {
-  const client = new BenchClient({ host, port, localAddress: spec.localAddress, clientId: spec.clientId, username: spec.username, password: spec.password });
-  client.onPublish = (_topic, buf) => onPublish(buf);
-  return client;
+function openClient(host: string, port: number, spec: ConnSpec): Conn {
+  const client = new BenchClient<Outgoing | null>({ host, port, localAddress: spec.localAddress, clientId: spec.clientId, username: spec.username, password: spec.password });
+  const conn: Conn = { client, spec, outbox: [] };
+  client.onPublish = onPublish;
+  client.onAck = (o) => onAcked(conn, o);
+  return conn;
 }
 
 async function connect(a: ConnectArgs): Promise<ConnectResult> {
@@ -385,8 +466,9 @@ async function connect(a: ConnectArgs): Promise<ConnectResult> {
   const one = async (i: number) => {
     const spec = a.specs[i]!;
     if (result.firstAt === 0) result.firstAt = wallNow();
-    const client = openClient(a.host, a.port, spec);
-    conns[base + i] = { client, spec, outbox: [] };
+    const conn = openClient(a.host, a.port, spec);
+    const client = conn.client;
+    conns[base + i] = conn;
     const outcome = await client.connect(a.timeoutMs);
     if (!outcome.ok) {
       bump(result.failed, 'code' in outcome ? `CONNACK ${outcome.code}` : `closed before CONNACK: ${outcome.closed}`);
@@ -439,7 +521,7 @@ serve({
 
   /** Opens the tag for recording here and, with `load`, starts sending on its schedule. */
   begin(a: BeginArgs) {
-    received.set(a.tag, new Received(a.start, a.windowMs));
+    received.set(a.tag, new Received(a.tag, a.start, a.windowMs));
     if (a.load) {
       const l = a.load;
       loads.set(a.tag, new Load(a.tag, a.start, l.rate, l.durationMs, l.senders, l.shuffle, a.windowMs));
@@ -533,7 +615,7 @@ function report(tag: string): EndResult {
       : {}),
     recv: {
       hist: rec ? rec.hist.data() : new Hist().data(),
-      counts: rec?.counts ?? new Map(),
+      counts: rec?.counts() ?? new Map(),
       windows: new Map([...(rec?.windows ?? new Map<number, Hist>())].map(([w, h]) => [w, h.data()])),
     },
   };

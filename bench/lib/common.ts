@@ -34,11 +34,16 @@ export const progress = (line: string) => process.stderr.write(`  · ${line}\n`)
 export const out = (line = '') => process.stdout.write(`${line}\n`);
 
 let generatorCount = 0;
+/** Extra Node options for the generators only, for profiling them, e.g.
+ * `BENCH_GEN_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'` or `--perf-basic-prof-only-functions`
+ * (space-separated; none by default). */
+const GEN_NODE_ARGS = process.env.BENCH_GEN_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
 /** Forks `n` generator processes (dist/bench/generator.js), numbered for unique message ids. */
 export function generators(n: number): Worker[] {
   return Array.from({ length: n }, () => {
     const i = generatorCount++;
-    return new Worker(join(DIST, 'bench', 'generator.js'), [String(i)], `generator ${i}`);
+    const execArgv = GEN_NODE_ARGS.length ? [...process.execArgv, ...GEN_NODE_ARGS] : undefined;
+    return new Worker(join(DIST, 'bench', 'generator.js'), [String(i)], `generator ${i}`, undefined, execArgv);
   });
 }
 

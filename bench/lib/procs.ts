@@ -86,10 +86,11 @@ export class Worker {
   onEvent: (event: unknown) => void = () => {};
   exitReason: string | null = null;
 
-  /** `onOutput`: receives the child's stdout and stderr lines instead of the terminal. */
-  constructor(script: string, args: string[] = [], readonly name = script, onOutput?: (line: string) => void) {
+  /** `onOutput`: receives the child's stdout and stderr lines instead of the terminal.
+   * `execArgv`: Node options for the child (default: this process's, as `fork` does). */
+  constructor(script: string, args: string[] = [], readonly name = script, onOutput?: (line: string) => void, execArgv?: string[]) {
     const stdio = onOutput ? 'pipe' : 'inherit';
-    this.child = track(fork(script, args, { serialization: 'advanced', stdio: ['ignore', stdio, stdio, 'ipc'] }));
+    this.child = track(fork(script, args, { serialization: 'advanced', stdio: ['ignore', stdio, stdio, 'ipc'], ...(execArgv ? { execArgv } : {}) }));
     if (onOutput) {
       for (const stream of [this.child.stdout, this.child.stderr]) if (stream) createInterface({ input: stream }).on('line', onOutput);
     }

@@ -57,7 +57,8 @@ export async function startChat(templateDb: string, extraEnv: Record<string, str
   Object.assign(env, { HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATA_DIR: dataDir, JWT_SECRET, LOG_LEVEL: 'info', ...extraEnv });
   // BENCH_CHAT_NODE_ARGS: extra node flags for the chat server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const nodeArgs = process.env.BENCH_CHAT_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = track(spawn(process.execPath, [...nodeArgs, join(DIST, 'main.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+  // The flags `npm start` (package.json) and the Dockerfile run the server with.
+  const child = track(spawn(process.execPath, ['--max-semi-space-size=64', ...nodeArgs, join(DIST, 'main.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
   const problems = new Map<string, number>();
   let port = 0;
   let mqttPort = 0;
