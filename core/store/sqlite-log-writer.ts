@@ -59,10 +59,10 @@ export class LogWriter {
     })());
   }
 
-  /** Copies the WAL back into the database file on a thread of its own, so that commits never
-   * wait for a checkpoint (the connections' automatic checkpoints are off). */
+  /** Copies the WAL back into the database file on a thread of its own, so that commits seldom
+   * wait for a checkpoint. */
   private startCheckpointer(driver: string): Worker {
-    const worker = new Worker(CHECKPOINTER, { eval: true, workerData: { file: this.file, driver, intervalMs: 250, restartPages: 25_000 } });
+    const worker = new Worker(CHECKPOINTER, { eval: true, workerData: { file: this.file, driver, intervalMs: 250 } });
     worker.unref();
     worker.on('error', () => (this.checkpointer = null));
     return worker;
@@ -70,7 +70,7 @@ export class LogWriter {
 
   private start(): Worker {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const worker = new Worker(WRITER, { eval: true, workerData: { file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS } });
+    const worker = new Worker(WRITER, { eval: true, workerData: { file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS, resetFrames: 10_000 } });
     worker.unref();
     this.checkpointer ??= this.startCheckpointer(driver);
     worker.on('message', (reply: { id: number; outcomes?: Appended[]; error?: { message: string; code?: string } }) => {
@@ -104,7 +104,10 @@ const db = new Database(workerData.file);
 db.pragma('busy_timeout = 10000');
 db.pragma('synchronous = FULL');
 db.pragma('foreign_keys = ON');
-db.pragma('wal_autocheckpoint = 0'); // the checkpointer's job (CHECKPOINTER below)
+// The checkpointer thread (below) copies the WAL back as it grows. This one, run by SQLite
+// after a commit once the WAL holds that many frames, finds little left to copy and, with no
+// commit running beside it, finishes: the next commit then starts the WAL anew.
+db.pragma('wal_autocheckpoint = ' + workerData.resetFrames);
 const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
 const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
 const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
@@ -167,10 +170,10 @@ parentPort.on('message', (m) => {
 `;
 
 /**
- * The checkpointer's code. PASSIVE checkpoints never block the writer, but under a steady
- * stream of commits they cannot finish all frames, and the WAL is only reused from its start
- * once one has: past `restartPages` frames, a RESTART checkpoint waits for the writer's current
- * commit, copies everything and lets the next commit begin the WAL anew.
+ * The checkpointer's code: PASSIVE checkpoints, which never block the writer. Under a steady
+ * stream of commits they cannot finish all frames (new ones arrive meanwhile), so the WAL is
+ * started anew by the writer's own small checkpoint (above). A RESTART checkpoint here would
+ * hold the writer up for as long as it copies.
  */
 const CHECKPOINTER = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -180,8 +183,7 @@ db.pragma('busy_timeout = 10000');
 db.pragma('wal_autocheckpoint = 0');
 const timer = setInterval(() => {
   try {
-    const [{ log }] = db.pragma('wal_checkpoint(PASSIVE)');
-    if (log > workerData.restartPages) db.pragma('wal_checkpoint(RESTART)');
+    db.pragma('wal_checkpoint(PASSIVE)');
   } catch {
     // busy: the next round tries again
   }
