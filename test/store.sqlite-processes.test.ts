@@ -93,4 +93,27 @@ describe('SQLite store shared by several processes', () => {
       await check.close();
     }
   });
+
+  it('closes in a process with nothing else to do: close() resolves, then the process goes on', async () => {
+    // The message log's threads must keep the process alive until they are gone; were one
+    // unreferenced, a script (a seeder, a migration) would end silently inside close().
+    const closer = join(dir, 'closer.mjs');
+    writeFileSync(
+      closer,
+      `
+      import { randomUUID } from 'node:crypto';
+      import { SqliteStore } from ${JSON.stringify(dist)};
+      const store = new SqliteStore(process.argv[2]);
+      const a = await store.createUser({ id: randomUUID(), username: 'closer', displayName: 'closer', passwordHash: 'x', createdAt: Date.now() });
+      const chat = await store.createGroupChat({ id: randomUUID(), name: 'c', visibility: 'private', ownerId: a.id, memberIds: [a.id], createdAt: Date.now() });
+      const outcomes = await store.appendMessages([
+        { type: 'system', id: randomUUID(), chatId: chat.id, seq: 1, event: 'chat.created', userId: a.id, createdAt: new Date().toISOString() },
+      ]);
+      await store.close();
+      console.log(JSON.stringify({ closed: true, outcomes }));
+      `,
+    );
+    const { stdout } = await run(process.execPath, [closer, join(dir, 'closer.db')], { timeout: 30_000 });
+    expect(JSON.parse(stdout)).toEqual({ closed: true, outcomes: ['stored'] });
+  });
 });

@@ -53,6 +53,9 @@ export class LogWriter {
       const checkpointer = this.checkpointer;
       if (checkpointer) {
         const done = new Promise<void>((resolve) => checkpointer.once('exit', () => resolve()));
+        // Held until it exits: an unreferenced thread would let a process with nothing else to
+        // do end here, before close() resolves.
+        checkpointer.ref();
         checkpointer.postMessage({ close: true });
         await done;
       }
