@@ -25,6 +25,7 @@ import { Connections } from './connections.js';
 import type { BrokerContext } from './context.js';
 import { boundOutgoingQueue } from './outgoing-queue.js';
 import { guardPacketSize } from './packet-guard.js';
+import { memoryPersistence } from './retained.js';
 import { disconnectAll, onClientGone, onClientReady, publishPresence } from './presence.js';
 import { topics } from './topics.js';
 
@@ -125,7 +126,9 @@ export class ChatBroker {
       closing: false,
     } as Omit<BrokerContext, 'aedes'> as BrokerContext;
     ctx.aedes = await Aedes.createBroker({
-      ...(deps.cluster ? { mq: deps.cluster.mq, persistence: deps.cluster.persistence, heartbeatInterval: 5000 } : {}),
+      ...(deps.cluster
+        ? { mq: deps.cluster.mq, persistence: deps.cluster.persistence, heartbeatInterval: 5000 }
+        : { persistence: memoryPersistence() }),
       // No cap on publishes being fanned out at once (the default, 100, queues the rest): with a
       // cap, publishes that no one subscribed to are released from the queue recursively, and
       // a long queue overflowed the stack (RangeError, the process died). What limits the work
