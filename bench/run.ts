@@ -30,6 +30,7 @@ options:
   --quick             short runs (smoke test): fewer messages, steps and connections
   --steps 1000,2500   mix: the rate steps (msg/s)
   --step-seconds 10   mix: seconds per step
+  --rounds 3          fanout: rounds of all servers in turn (default 3, 1 with --quick)
   -h, --help`;
 
 async function main(): Promise<number> {
@@ -41,6 +42,7 @@ async function main(): Promise<number> {
       quick: { type: 'boolean', default: false },
       steps: { type: 'string' },
       'step-seconds': { type: 'string' },
+      rounds: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -56,12 +58,13 @@ async function main(): Promise<number> {
   const servers = SERVER_KINDS.filter((s) => named.includes(s));
   const steps = values.steps?.split(',').map(Number);
   const stepSeconds = values['step-seconds'] === undefined ? undefined : Number(values['step-seconds']);
-  if (unknown.length || badServers.length || steps?.some((s) => !(s > 0)) || (stepSeconds !== undefined && !(stepSeconds > 0))) {
+  const rounds = values.rounds === undefined ? undefined : Number(values.rounds);
+  if (unknown.length || badServers.length || steps?.some((s) => !(s > 0)) || (stepSeconds !== undefined && !(stepSeconds > 0)) || (rounds !== undefined && !(Number.isInteger(rounds) && rounds > 0))) {
     console.error(`${[...unknown, ...badServers].map((n) => `unknown: ${n}`).join('\n')}\n${USAGE}`);
     return 2;
   }
   const selected = names.length ? Object.keys(SCENARIOS).filter((n) => names.includes(n)) : Object.keys(SCENARIOS);
-  const opts: Options = { quick: values.quick, servers, ...(steps ? { steps } : {}), ...(stepSeconds ? { stepSeconds } : {}) };
+  const opts: Options = { quick: values.quick, servers, ...(steps ? { steps } : {}), ...(stepSeconds ? { stepSeconds } : {}), ...(rounds ? { rounds } : {}) };
 
   installCleanup();
 

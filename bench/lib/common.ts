@@ -12,6 +12,8 @@ export interface Options {
   /** mix: rate steps (msg/s), and seconds per step */
   steps?: number[];
   stepSeconds?: number;
+  /** fanout: rounds of all servers in turn (default 3, 1 with --quick) */
+  rounds?: number;
 }
 
 /** What every scenario gets from the runner. */
