@@ -1,7 +1,5 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +8,7 @@ import { CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES, TYPING_BURST } from '../core/rule
 import { type Connected, type Transport, closed, connectAs, sleep, subscribeGranted } from './helpers/mqtt.js';
 import { CONNACK_OK, Raw, chatPacketOfSize, connectPacket, publishHeader, publishPacket, puback, rawConnected } from './helpers/raw-mqtt.js';
 import { type SeededUser, seed } from './helpers/seed.js';
-import { type Json, type TestServer, startTestServer, tempDir } from './helpers/server.js';
+import { type Json, TEST_TLS, type TestServer, startTestServer, tempDir } from './helpers/server.js';
 
 /**
  * Protection over real sockets: the maximum packet size (TCP and WebSocket), malformed MQTT,
@@ -225,10 +223,7 @@ describe('maximum packet size over TLS (MQTTS)', () => {
   const dir = tempDir('chat-tls-guard-');
 
   beforeAll(async () => {
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    const { cert, key } = TEST_TLS;
     ca = readFileSync(cert);
     await seed(dir, async (s) => {
       who = (await s.users(1))[0]!;

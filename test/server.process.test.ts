@@ -1,11 +1,10 @@
-import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, statSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { launchServer, serverExit, serverReady } from './helpers/process.js';
-import { Http, tempDir } from './helpers/server.js';
+import { Http, TEST_TLS, tempDir } from './helpers/server.js';
 
 const launch = launchServer;
 const ready = serverReady;
@@ -72,10 +71,7 @@ describe('the server process (npm start)', () => {
     afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
     it('serves the API over HTTPS with the given certificate', async () => {
-      const cert = join(dataDir, 'cert.pem');
-      const key = join(dataDir, 'key.pem');
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-        '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+      const { cert, key } = TEST_TLS;
       const proc = await ready(launch({ DATA_DIR: dataDir, TLS_CERT: cert, TLS_KEY: key }));
       try {
         expect(proc.url).toMatch(/^https:/);

@@ -1,11 +1,18 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../core/config.js';
 import { newId } from '../../core/ids.js';
 import { hashPassword } from '../../core/passwords.js';
 import type { UserRecord } from '../../core/store/store.js';
 import { type Running, startServer } from '../../server.js';
+
+/** A self-signed certificate for 127.0.0.1 and its key, committed (test/fixtures/tls). */
+export const TEST_TLS = {
+  cert: fileURLToPath(new URL('../fixtures/tls/cert.pem', import.meta.url)),
+  key: fileURLToPath(new URL('../fixtures/tls/key.pem', import.meta.url)),
+};
 
 export const TEST_SECRET = 'test-secret-that-is-long-enough-0123456789';
 
