@@ -9,13 +9,14 @@ import { newId } from '../core/ids.js';
 import { SqliteStore } from '../core/store/sqlite.js';
 import { Archiver } from '../worker/archiver.js';
 import { tempDir } from './helpers/server.js';
+import { AMQP_URL } from './support/conditional.js';
 
 /**
  * The scaled-out archive path against this machine's RabbitMQ (AMQP_URL, default
  * amqp://guest:guest@127.0.0.1:5672): broker side publishes with confirms, the worker writes
  * to a real SQLite store. Each test uses queues of its own namespace and deletes them.
  */
-const url = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const url = AMQP_URL;
 
 describe('archive through RabbitMQ', () => {
   let dir: string;

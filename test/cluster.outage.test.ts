@@ -4,6 +4,7 @@ import { tearDown } from './helpers/deployment.js';
 import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
 import { TcpProxy } from './helpers/proxy.js';
 import { type Json, tempDir } from './helpers/server.js';
+import { AMQP_URL, REDIS_URL } from './support/conditional.js';
 
 /**
  * A scaled-out node whose Redis and RabbitMQ go away and come back (through proxies the test
@@ -13,8 +14,9 @@ import { type Json, tempDir } from './helpers/server.js';
 describe('a scaled-out node when Redis or RabbitMQ is unreachable', () => {
   const dataDir = tempDir('chat-outage-');
   const namespace = `test-outage-${process.pid}-${Date.now()}`;
-  const redisProxy = new TcpProxy('127.0.0.1', 6379);
-  const amqpProxy = new TcpProxy('127.0.0.1', 5672);
+  const [redis, rabbit] = [new URL(REDIS_URL), new URL(AMQP_URL)];
+  const redisProxy = new TcpProxy(redis.hostname, Number(redis.port) || 6379);
+  const amqpProxy = new TcpProxy(rabbit.hostname, Number(rabbit.port) || 5672);
   let node: ReadyServer;
   let who: { user: Json; token: string };
   let chat: Json;

@@ -7,6 +7,7 @@ import { RedisRateLimiter } from '../core/redis/rate-limit.js';
 import { RedisSendClaims } from '../core/redis/send-claims.js';
 import type { Claim, ClaimHold } from '../core/send-claims.js';
 import { RedisSequencer } from '../core/redis/sequencer.js';
+import { REDIS_URL } from './support/conditional.js';
 import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract } from './contracts/seams.contract.js';
 
 /**
@@ -14,7 +15,7 @@ import { busContract, presenceContract, rateLimiterContract, sendClaimsContract,
  * Two connections stand for two broker nodes; each test gets a namespace of its own and
  * deletes its keys afterwards.
  */
-const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const url = REDIS_URL;
 let counter = 0;
 
 async function nodes(n = 2): Promise<{ conns: Redis[]; namespace: string; cleanup: () => Promise<void> }> {

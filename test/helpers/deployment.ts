@@ -6,10 +6,10 @@ import { queueNames } from '../../core/amqp/topology.js';
 import type { Connected } from './mqtt.js';
 import { type ServerProcess, serverExit } from './process.js';
 import { tempDir } from './server.js';
+import { AMQP_URL, REDIS_URL } from '../support/conditional.js';
 
 /** This machine's services, as the scaled-out specs use them. */
-export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+export { AMQP_URL, REDIS_URL };
 
 /**
  * Ends a test deployment and removes what it left: stops its processes (SIGTERM), deletes its

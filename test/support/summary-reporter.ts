@@ -1,26 +1,41 @@
+import { relative } from 'node:path';
 import type { Reporter, TestModule } from 'vitest/node';
-import { specsNotRun } from './conditional.js';
+import { NOT_RUN_NOTE, type NotRun } from './conditional.js';
 
 /**
- * Ends every run with one plain line, `N passed, N failed, N skipped`, that CI and people can
- * read without parsing Vitest's coloured summary. Modules that failed to load count as failed.
- * Spec files left out for want of a service follow, one `not run:` line each.
+ * Ends every run with one plain line, `N passed, N failed, N skipped, N not run`, that CI and
+ * people can read without parsing Vitest's coloured summary. Modules that failed to load count
+ * as failed. Then one `not run:` line for each spec file left out and each spec stopped for
+ * want of a service or tool (test/support/conditional.ts), with the reason and how to enable
+ * it: a spec that did not run is never counted as passed or as skipped.
  */
 export default class SummaryReporter implements Reporter {
+  private readonly filesNotRun: NotRun[];
+
+  constructor(options: { notRun?: NotRun[] } = {}) {
+    this.filesNotRun = options.notRun ?? [];
+  }
+
   onTestRunEnd(modules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>) {
     let passed = 0;
     let failed = unhandledErrors.length;
     let skipped = 0;
+    const notRun: NotRun[] = [...this.filesNotRun];
     for (const mod of modules) {
       if (mod.state() === 'failed' && [...mod.children.allTests()].length === 0) failed++;
       for (const test of mod.children.allTests()) {
-        const state = test.result().state;
-        if (state === 'passed') passed++;
-        else if (state === 'failed') failed++;
-        else skipped++;
+        const result = test.result();
+        if (result.state === 'passed') passed++;
+        else if (result.state === 'failed') failed++;
+        else if (result.state === 'skipped' && result.note?.startsWith(NOT_RUN_NOTE)) {
+          notRun.push({ what: test.fullName, file: relative(process.cwd(), mod.moduleId), why: result.note.slice(NOT_RUN_NOTE.length) });
+        } else skipped++;
       }
     }
-    process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
-    for (const spec of specsNotRun()) process.stdout.write(`not run: ${spec.what} (${spec.file}): ${spec.needs} is not set\n`);
+    const specs = notRun.length - this.filesNotRun.length;
+    const files = this.filesNotRun.length;
+    const filesLine = files === 0 ? '' : `, ${files} spec file${files === 1 ? '' : 's'} not run`;
+    process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped, ${specs} not run${filesLine}\n`);
+    for (const n of notRun) process.stdout.write(`not run: ${n.what} (${n.file}): ${n.why}\n`);
   }
 }
