@@ -4,6 +4,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
+import helmet from 'helmet';
 import type { Accounts, Authenticated } from '../core/accounts.js';
 import type { Chats } from '../core/chats.js';
 import type { Config } from '../core/config.js';
@@ -34,6 +35,32 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * helmet's headers (nosniff, frame denial, no referrer, HSTS, cross-origin isolation of
+ * resources, no X-Powered-By) with a Content-Security-Policy that allows only this origin: its
+ * scripts, its styles and inline style (the /docs UI sets it), its images and data: URIs, and
+ * connections to itself (REST, and MQTT over WebSocket at /mqtt). Not upgrade-insecure-requests:
+ * a server without TLS_CERT is reached over plain HTTP, and browsers would then ask it for HTTPS.
+ */
+const SECURITY_HEADERS = helmet({
+  contentSecurityPolicy: {
+    useDefaults: false,
+    directives: {
+      defaultSrc: ["'self'"],
+      baseUri: ["'self'"],
+      connectSrc: ["'self'"],
+      fontSrc: ["'self'", 'data:'],
+      formAction: ["'self'"],
+      frameAncestors: ["'none'"],
+      imgSrc: ["'self'", 'data:'],
+      objectSrc: ["'none'"],
+      scriptSrc: ["'self'"],
+      scriptSrcAttr: ["'none'"],
+      styleSrc: ["'self'", "'unsafe-inline'"],
+    },
+  },
+});
+
 /** A chat API request is small: the largest is a group creation with 100 member ids. */
 export const BODY_LIMIT = 64 * 1024;
 
@@ -44,7 +71,7 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
     bodyLimit: BODY_LIMIT,
     ...(config.tls ? { https: config.tls } : {}),
     // Errors Fastify raises before routing (e.g. a path with bad %-encoding) get our shape too.
-    frameworkErrors: (err, _req, reply) => sendError(reply, 'invalid_input', err.message),
+    frameworkErrors: (err, req, reply) => SECURITY_HEADERS(req.raw, reply.raw, () => sendError(reply, 'invalid_input', err.message)),
     // Fastify's default `ignoreTrailingSlash: false` and case-sensitive routes are kept.
   }).withTypeProvider<TypeBoxTypeProvider>();
 
@@ -69,6 +96,9 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>
     body === '' ? done(null, undefined) : json(req, body as string, done),
   );
+
+  // Security headers on every response (SECURITY_HEADERS), also on errors raised before routing.
+  app.addHook('onRequest', (req, reply, done) => SECURITY_HEADERS(req.raw, reply.raw, () => done()));
 
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
