@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -72,6 +73,9 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
     ...(config.tls ? { https: config.tls } : {}),
     // Errors Fastify raises before routing (e.g. a path with bad %-encoding) get our shape too.
     frameworkErrors: (err, req, reply) => SECURITY_HEADERS(req.raw, reply.raw, () => sendError(reply, 'invalid_input', err.message)),
+    // Requests Node's HTTP parser refuses (malformed framing, headers too large, too slow) never
+    // reach Fastify: they are answered here, with the same error body, and the socket closed.
+    clientErrorHandler: clientError,
     // Fastify's default `ignoreTrailingSlash: false` and case-sensitive routes are kept.
   }).withTypeProvider<TypeBoxTypeProvider>();
 
@@ -170,7 +174,26 @@ export function caller(req: FastifyRequest): Authenticated {
   return req.auth;
 }
 
+/** The answer to a request that Node's HTTP parser refused, written on the socket itself. */
+function clientError(err: NodeJS.ErrnoException, socket: Duplex) {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, reason, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'the request took too long to arrive']
+      : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
+        : [400, 'Bad Request', `malformed HTTP request${err.code ? ` (${err.code})` : ''}`];
+  // A HEAD request's answer has no body, even when its length is given.
+  const head = (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+  const body = JSON.stringify({ error: { code: 'invalid_input', message } });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? '' : body}`);
+  }
+  socket.destroy();
+}
+
 function sendError(reply: FastifyReply, code: ErrorCode, message: string, status?: number) {
+  // Refused before its body was read (too large, wrong type): the rest of the body would be
+  // parsed as the next request on a kept-alive connection, so this answer closes it.
+  if (!reply.request.raw.complete) reply.header('connection', 'close');
   return reply.code(status ?? errorStatus[code]).send({ error: { code, message } });
 }
 

@@ -4,8 +4,8 @@ import { NOT_RUN_NOTE, type NotRun } from './conditional.js';
 
 /**
  * Ends every run with one plain line, `N passed, N failed, N skipped, N not run`, that CI and
- * people can read without parsing Vitest's coloured summary. Modules that failed to load count
- * as failed. Then one `not run:` line for each spec file left out and each spec stopped for
+ * people can read without parsing Vitest's coloured summary. A module that failed to load, or
+ * whose hook failed, counts as one failure. Then one `not run:` line for each spec file left out and each spec stopped for
  * want of a service or tool (test/support/conditional.ts), with the reason and how to enable
  * it: a spec that did not run is never counted as passed or as skipped.
  */
@@ -22,15 +22,18 @@ export default class SummaryReporter implements Reporter {
     let skipped = 0;
     const notRun: NotRun[] = [...this.filesNotRun];
     for (const mod of modules) {
-      if (mod.state() === 'failed' && [...mod.children.allTests()].length === 0) failed++;
+      let failedHere = 0;
       for (const test of mod.children.allTests()) {
         const result = test.result();
         if (result.state === 'passed') passed++;
-        else if (result.state === 'failed') failed++;
+        else if (result.state === 'failed') failedHere++;
         else if (result.state === 'skipped' && result.note?.startsWith(NOT_RUN_NOTE)) {
           notRun.push({ what: test.fullName, file: relative(process.cwd(), mod.moduleId), why: result.note.slice(NOT_RUN_NOTE.length) });
         } else skipped++;
       }
+      // A module that failed with no failed test: it did not load, or a hook failed (its tests
+      // then show as skipped); it counts as one failure.
+      failed += failedHere + (mod.state() === 'failed' && failedHere === 0 ? 1 : 0);
     }
     const specs = notRun.length - this.filesNotRun.length;
     const files = this.filesNotRun.length;
