@@ -1,4 +1,5 @@
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestServer, startTestServer } from './helpers/server.js';
 
@@ -69,5 +70,37 @@ describe('HTTP security headers', () => {
       expect(body!.trim()).toBe(''); // no inline script
     }
     for (const [, href] of html.matchAll(/<link\b[^>]*href="([^"]*)"/g)) expect(href).not.toMatch(/^(https?:)?\/\//);
+  });
+
+  /** Writes raw bytes on a fresh connection; resolves with everything received until it closes. */
+  const rawExchange = (bytes: string) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = connect(srv.port, '127.0.0.1', () => socket.write(bytes));
+      let got = '';
+      socket.on('data', (d) => (got += d));
+      socket.on('error', reject);
+      socket.on('close', () => resolve(got));
+      setTimeout(() => socket.destroy(), 3000);
+    });
+
+  it("a request Node's HTTP parser refuses gets 400 with the error body, and the connection is closed", async () => {
+    const answer = await rawExchange('NOT-HTTP at all\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toMatch(/\r\nConnection: close\r\n/i);
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
+    expect(body).toEqual({ error: { code: 'invalid_input', message: expect.stringMatching(/^malformed HTTP request/) } });
+  });
+
+  it.each([
+    ['too large', 'application/json', JSON.stringify({ username: 'x'.repeat(70_000), password: 'y' }), 413, 'payload_too_large'],
+    ['of a type the API does not read', 'text/plain', 'x'.repeat(20_000), 415, 'unsupported_media_type'],
+  ])('a body refused before it is read (%s) closes a kept-alive connection, so its rest is never taken for a request', async (_what, type, body, status, code) => {
+    const answer = await rawExchange(
+      `POST /api/users/login HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    expect(answer).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+    expect(answer.match(/HTTP\/1\.1 /g)).toHaveLength(1); // one answer, not a second one for leftover bytes
+    expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)).error.code).toBe(code);
   });
 });
