@@ -8,7 +8,9 @@ import { TEST_SECRET, tempDir } from './helpers/server.js';
 
 /**
  * Specification: no REST request, however malformed, gets a 5xx or an error without the one
- * error body, crashes the server, or makes its memory grow with the number of requests.
+ * error body, crashes the server, or makes its memory grow with the number of requests; and no
+ * request with a missing, malformed or forged token is ever answered 2xx on a route that needs
+ * one.
  * Seeded requests built from the server's OpenAPI document and mutated (test/fuzz/
  * rest-fuzz.ts), against the built server in a process of its own.
  *

@@ -262,6 +262,9 @@ export function sendRequest(base: { host: string; port: number; agent: Agent }, 
         const status = res.statusCode ?? 0;
         const text = Buffer.concat(chunks).toString('utf8');
         if (status >= 500) return done(status, `answered ${status}: ${text.slice(0, 300)}`);
+        const forged = req.mutations.find((m) => m.startsWith('auth: '));
+        const open = !req.path.startsWith('/api/') || /^\/api\/users(\/login)?(\?|$)/.test(req.path);
+        if (forged && !open && status < 300) return done(status, `accepted with ${forged.slice(6)}: ${status}`);
         if (status >= 400 && req.method !== 'HEAD') {
           try {
             const error = JSON.parse(text).error;
