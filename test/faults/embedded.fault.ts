@@ -6,7 +6,7 @@ import { type ReadyServer, launchServer, serverExit, serverReady } from '../help
 import { type SeededUser, seed } from '../helpers/seed.js';
 import { TEST_SECRET, tempDir } from '../helpers/server.js';
 import { NOT_RUN_NOTE } from '../support/conditional.js';
-import { figures, freePort, line, startStream } from './stream.js';
+import { figures, freePort, line, refusedByServer, startStream } from './stream.js';
 
 /**
  * Faults of the embedded server (`npm run faults`): a steady stream of messages from 20 users
@@ -82,7 +82,7 @@ describe('faults of the embedded server', () => {
     const recovery = (await stream.nextAck()) - continued;
     await sleep(2000);
     await stream.stop();
-    const f = await figures(srv.http, d.users[0]!.token, d.chatId, stream);
+    const f = await figures(srv.http, d.users[0]!.token, d.chatId, stream, await refusedByServer(srv.url));
     console.log(line('SIGSTOP 5 s', f, `first PUBACK ${seconds(recovery)} after SIGCONT`));
     expect(f.lost).toEqual([]);
     expect(f.duplicated).toEqual([]);
@@ -133,7 +133,7 @@ describe('faults of the embedded server', () => {
     const recovery = (await stream.nextAck()) - freed;
     await sleep(2000);
     await stream.stop();
-    const f = await figures(srv.http, d.users[0]!.token, d.chatId, stream);
+    const f = await figures(srv.http, d.users[0]!.token, d.chatId, stream, await refusedByServer(srv.url));
     console.log(line('disk full', f, `first PUBACK ${seconds(recovery)} after space was freed (in the 4 s while full: ${ackedWhileFull} acked, /healthz ${healthWhileFull})`));
     expect(f.lost).toEqual([]);
     expect(f.duplicated).toEqual([]);

@@ -79,8 +79,8 @@ export async function startStream(mqttPort: number, users: SeededUser[], chatId:
       running = false;
       timers.forEach(clearInterval);
       const deadline = Date.now() + ms;
-      const pending = () => clients.some((c) => (c as unknown as { outgoing: Record<string, unknown> }).outgoing && Object.keys((c as unknown as { outgoing: Record<string, unknown> }).outgoing).length > 0);
-      while (pending() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      // Every message is PUBACKed in the end (a refused one too), unless the clients give up.
+      while (acked.size < sent && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       await Promise.all(clients.map((c) => c.endAsync(true)));
     },
     sent: () => sent,
@@ -91,20 +91,38 @@ export async function startStream(mqttPort: number, users: SeededUser[], chatId:
   };
 }
 
-/** What became of a stream: every acknowledged message must be stored exactly once. */
-export async function figures(http: Http, token: string, chatId: string, stream: Stream) {
+/** How many sends the server process at `url` refused (its metrics; since it started). */
+export async function refusedByServer(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(/^chat_messages_total\{[^}]*result="rejected"[^}]*\} (\d+)$/gm)) n += Number(m[1]);
+  return n;
+}
+
+/**
+ * What became of a stream: every acknowledged message must be stored exactly once, or have
+ * been refused. A refusal is seen in the sender's inbox, unless it came while the client was
+ * resubscribing after a reconnect; with `serverRefused` (the server's own count, when one
+ * process served the whole stream) such unseen refusals are told apart from losses: `lost`
+ * lists only what the refusals the server counted cannot explain.
+ */
+export async function figures(http: Http, token: string, chatId: string, stream: Stream, serverRefused?: number) {
   const history = await http.history(chatId, token);
   const stored = new Map<string, number>();
   for (const m of history) if (m.type === 'message' && m.clientMsgId) stored.set(m.clientMsgId, (stored.get(m.clientMsgId) ?? 0) + 1);
   const acked = stream.acked();
   const refused = stream.refused();
-  const lost = [...acked].filter((id) => !stored.has(id) && !refused.has(id));
+  const missing = [...acked].filter((id) => !stored.has(id) && !refused.has(id));
+  const unseen = serverRefused === undefined ? 0 : Math.max(0, serverRefused - refused.size);
+  const lost = missing.length <= unseen ? [] : missing;
   const reasons = new Map<string, number>();
   for (const reason of refused.values()) reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
   const duplicated = [...stored].filter(([, n]) => n > 1).map(([id]) => id);
   const seqs = history.map((m) => m.seq as number);
   const contiguous = seqs.every((s, i) => i === 0 || s > seqs[i - 1]!);
-  return { sent: stream.sent(), acked: acked.size, stored: stored.size, refused: [...reasons].map(([r, n]) => `${n} ${r}`).join(', ') || '0', lost, duplicated, increasing: contiguous };
+  const seen = [...reasons].map(([r, n]) => `${n} ${r}`).join(', ') || '0';
+  const refusedText = serverRefused === undefined ? seen : `${seen} (the server counted ${serverRefused})`;
+  return { sent: stream.sent(), acked: acked.size, stored: stored.size, refused: refusedText, lost, duplicated, increasing: contiguous };
 }
 
 export const line = (name: string, f: Awaited<ReturnType<typeof figures>>, recovery: string) =>
