@@ -46,6 +46,7 @@ export async function startStream(mqttPort: number, users: SeededUser[], chatId:
     }),
   );
   const refused = new Map<string, string>();
+  const sentIds: [string, number][] = [];
   clients.forEach((c, i) => {
     c.on('error', () => {}); // refused while the server is away: it reconnects
     // A refused send is acknowledged too (so that it is not resent forever); the inbox says why.
@@ -66,6 +67,7 @@ export async function startStream(mqttPort: number, users: SeededUser[], chatId:
     setInterval(() => {
       if (!running) return;
       const clientMsgId = `${tag}-${i}-${sent++}`;
+      sentIds.push([clientMsgId, performance.now()]);
       client.publish(topic, JSON.stringify({ text: `stream ${clientMsgId}`, clientMsgId }), { qos: 1 }, (err) => {
         if (err) return; // the client was ended with it unacknowledged: counted as sent, not acked
         acked.add(clientMsgId);
@@ -81,6 +83,11 @@ export async function startStream(mqttPort: number, users: SeededUser[], chatId:
       const deadline = Date.now() + ms;
       // Every message is PUBACKed in the end (a refused one too), unless the clients give up.
       while (acked.size < sent && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      if (process.env.FAULT_DEBUG) {
+        const t0 = sentIds[0]?.[1] ?? 0;
+        console.log('unacked:', sentIds.filter(([id]) => !acked.has(id)).map(([id, t]) => `${id}@${((t - t0) / 1000).toFixed(2)}`).join(' '));
+        console.log('connected:', clients.map((c) => (c.connected ? 1 : 0)).join(''), 'outgoing:', clients.map((c) => Object.keys((c as unknown as { outgoing: object }).outgoing).length).join(','));
+      }
       await Promise.all(clients.map((c) => c.endAsync(true)));
     },
     sent: () => sent,
