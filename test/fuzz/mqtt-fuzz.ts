@@ -4,8 +4,9 @@ import { connectPacket, publishPacket, publishQos0, str, subscribePacket, varint
 
 /**
  * A seeded MQTT fuzzer: sessions of valid MQTT 3.1.1 packets (a CONNECT with a real token,
- * then SUBSCRIBE, UNSUBSCRIBE, PUBLISH at QoS 0 and 1, PUBACK, PINGREQ, DISCONNECT), one of
- * them mutated, written in random chunks over TCP or WebSocket. Case `i` of seed `s` is built
+ * then SUBSCRIBE, UNSUBSCRIBE, PUBLISH at QoS 0 and 1, PUBACK, PINGREQ, DISCONNECT, and now and
+ * then every other packet type: QoS 2 PUBLISH, PUBREC, PUBREL, PUBCOMP, and the server-only
+ * CONNACK, SUBACK, UNSUBACK, PINGRESP), one of them mutated, written in random chunks over TCP or WebSocket. Case `i` of seed `s` is built
  * from its own generator (`caseRng(s, i)`), so any case replays alone.
  *
  * The oracle per case: the server never sends the fuzzing user anything it may not see (only
@@ -94,9 +95,25 @@ function payload(r: Rand): Buffer {
   }
 }
 
+/** Well-formed packets of the types a client has no business sending, or that this server does
+ * not serve (QoS 2): each must be refused or ignored like any other bad input. */
+function otherPacket(r: Rand, topics: string[], id: number): Buffer {
+  switch (int(r, 8)) {
+    case 0: { const q = publishPacket(pick(r, topics) || 'a', payload(r), id); q[0] = 0x34; return q; } // QoS 2 PUBLISH
+    case 1: return Buffer.from([0x50, 0x02, id >> 8, id & 0xff]); // PUBREC
+    case 2: return Buffer.from([0x62, 0x02, id >> 8, id & 0xff]); // PUBREL
+    case 3: return Buffer.from([0x70, 0x02, id >> 8, id & 0xff]); // PUBCOMP
+    case 4: return Buffer.from([0x20, 0x02, 0x00, 0x00]); // CONNACK, server to client only
+    case 5: return Buffer.from([0x90, 0x03, id >> 8, id & 0xff, 0x01]); // SUBACK
+    case 6: return Buffer.from([0xb0, 0x02, id >> 8, id & 0xff]); // UNSUBACK
+    default: return Buffer.from([0xd0, 0x00]); // PINGRESP
+  }
+}
+
 /** A valid packet after CONNECT. */
 function validPacket(r: Rand, topics: string[]): Buffer {
   const id = 1 + int(r, 65535);
+  if (r() < 0.12) return otherPacket(r, topics, id);
   switch (int(r, 7)) {
     case 0: return subscribePacket([pick(r, topics)].filter((t) => t !== ''), id);
     case 1: return unsubscribePacket([pick(r, topics) || 'a'], id);
