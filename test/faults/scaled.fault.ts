@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tearDown } from '../helpers/deployment.js';
@@ -5,7 +6,7 @@ import { type ReadyServer, launchServer, serverExit, serverReady } from '../help
 import { TcpProxy } from '../helpers/proxy.js';
 import { type SeededUser, seed } from '../helpers/seed.js';
 import { TEST_SECRET, tempDir } from '../helpers/server.js';
-import { AMQP_URL, REDIS_URL, needs } from '../support/conditional.js';
+import { AMQP_URL, NOT_RUN_NOTE, REDIS_URL, needs, onPath } from '../support/conditional.js';
 import { type Stream, figures, freePort, line, refusedByServer, startStream } from './stream.js';
 
 /**
@@ -158,6 +159,33 @@ describe('faults of the scaled-out deployment (Redis, RabbitMQ, worker, broker n
     console.log(line('Redis restarted empty, worker down', f, `${keys.length} keys dropped while the store was behind`));
     expect(f.lost).toEqual([]);
     expect(f.duplicated).toEqual([]);
+  });
+
+  // A real restart of this machine's RabbitMQ (its application: the node stays, its queues are
+  // recovered from disk), so only where rabbitmqctl runs it locally.
+  it('RabbitMQ restarted while the worker is down and messages wait in its queue: every acknowledged message stored once', { timeout: 120_000 }, async (ctx) => {
+    await needs(ctx, 'redis', 'rabbitmq');
+    if (onPath('rabbitmqctl') !== null) ctx.skip(`${NOT_RUN_NOTE}restarting RabbitMQ needs rabbitmqctl here; to run it: apt-get install -y rabbitmq-server`);
+    const d = await deployment('amqprestart');
+    deployments.push(d);
+    const stream = await startStream(d.broker!.mqttPort, d.users, d.chatId, 8, 'amqpr');
+    await sleep(1500);
+    await d.kill('worker');
+    await sleep(2000); // acknowledged messages wait in the queue
+    const ackedBefore = stream.acked().size;
+    execFileSync('rabbitmqctl', ['stop_app'], { stdio: 'ignore' });
+    execFileSync('rabbitmqctl', ['start_app'], { stdio: 'ignore' });
+    const restarted = performance.now();
+    const next = stream.nextAck();
+    const recovery = (await next) - restarted;
+    await d.startWorker();
+    await sleep(2000);
+    await stream.stop();
+    const f = await settled(d, stream, true);
+    console.log(line('RabbitMQ restarted', f, `first PUBACK ${seconds(recovery)} after it was back; ${ackedBefore} acknowledged before the restart, most of them only in its queue`));
+    expect(f.lost).toEqual([]);
+    expect(f.duplicated).toEqual([]);
+    expect(d.broker!.child.exitCode).toBeNull();
   });
 
   it('the archive worker SIGKILLed mid-stream and restarted 3 s later: every acknowledged message stored once', { timeout: 120_000 }, async (ctx) => {

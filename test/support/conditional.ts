@@ -124,7 +124,8 @@ export async function needs(ctx: { skip: (note?: string) => never }, ...what: Ne
   }
 }
 
-function onPath(command: string): string | null {
+/** Null when `command` is on PATH, else why not. */
+export function onPath(command: string): string | null {
   for (const dir of (process.env.PATH ?? '').split(delimiter)) {
     try {
       accessSync(join(dir, command), constants.X_OK);
