@@ -92,8 +92,12 @@ export class Messenger {
     };
     try {
       if (!(await this.deps.rateLimiter.take(sender.id))) return this.reject(sender.id, chatId, clientMsgId, 'rate_limited');
+      // Numbered only if still a member at that moment: a removal that got its seq before this
+      // send's is then seen, so history never shows a message after its sender's removal.
+      const seq = await this.deps.sequencer.nextIf(chatId, () => this.deps.membership.isMember(chatId, sender.id));
+      if (seq === null) return this.reject(sender.id, chatId, clientMsgId, 'not_member');
       const envelope: MessageEnvelope = {
-        type: 'message', id: newId(), chatId, seq: await this.deps.sequencer.next(chatId), senderId: sender.id,
+        type: 'message', id: newId(), chatId, seq, senderId: sender.id,
         senderName: sender.displayName, text: input.text, clientMsgId, createdAt: new Date().toISOString(),
       };
       // A key older than the claims' memory is caught here, by the store's unique index: the
@@ -129,14 +133,16 @@ export class Messenger {
 
   async membersAdded(chat: ChatRecord, userIds: readonly string[], actorId: string): Promise<void> {
     if (userIds.length === 0) return;
+    // The joins are numbered before the caches learn of them, so a new member's first message
+    // always comes after its member.joined (a removal goes the other way round: see below).
+    for (const userId of userIds) await this.system(chat.id, 'member.joined', userId, userId === actorId ? undefined : actorId);
     await this.deps.bus.publish({ type: 'member.added', chatId: chat.id, userIds: [...userIds] });
-    for (const userId of userIds) {
-      await this.system(chat.id, 'member.joined', userId, userId === actorId ? undefined : actorId);
-      this.delivery?.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
-    }
+    for (const userId of userIds) this.delivery?.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
   }
 
   async memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<void> {
+    // The caches learn of a removal before it is numbered, so no send of the removed member is
+    // numbered after it (Sequencer.nextIf), and no delivery reaches them after it.
     await this.deps.bus.publish({ type: 'member.removed', chatId: chat.id, userId });
     if (userId === actorId) await this.system(chat.id, 'member.left', userId);
     else await this.system(chat.id, 'member.removed', userId, actorId);

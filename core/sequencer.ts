@@ -9,6 +9,13 @@
  */
 export interface Sequencer {
   next(chatId: string): Promise<number>;
+  /**
+   * `next`, only if `allowed()` still holds when the number is taken; null (no number used)
+   * otherwise. The in-process sequencer asks `allowed` in the same synchronous step as it counts,
+   * so a membership change made before a number is taken is always seen; a shared one asks it
+   * just before asking Redis for the number.
+   */
+  nextIf(chatId: string, allowed: () => boolean): Promise<number | null>;
 }
 
 /** In-process sequencer: one counter per chat, seeded once from the store. */
@@ -19,7 +26,12 @@ export class LocalSequencer implements Sequencer {
   constructor(private readonly seed: (chatId: string) => Promise<number>) {}
 
   async next(chatId: string): Promise<number> {
+    return (await this.nextIf(chatId, () => true))!;
+  }
+
+  async nextIf(chatId: string, allowed: () => boolean): Promise<number | null> {
     if (!this.last.has(chatId)) await this.seeded(chatId);
+    if (!allowed()) return null;
     const n = this.last.get(chatId)! + 1;
     this.last.set(chatId, n);
     return n;

@@ -33,6 +33,13 @@ export class RedisSequencer implements Sequencer {
     redis.defineCommand('chatSeqNext', { numberOfKeys: 1, lua: NEXT });
   }
 
+  /** Asks `allowed` before the round trip to Redis: a change that reaches this node while the
+   * INCR is under way is not seen (docs/architecture.md, "Membership changes and sends in
+   * flight"). */
+  async nextIf(chatId: string, allowed: () => boolean): Promise<number | null> {
+    return allowed() ? this.next(chatId) : null;
+  }
+
   async next(chatId: string): Promise<number> {
     const key = `${this.namespace}:seq:${chatId}`;
     let awaited: Promise<unknown> | undefined;

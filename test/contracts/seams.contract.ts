@@ -38,6 +38,14 @@ export function sequencerContract(name: string, open: (seed: (chatId: string) =>
       expect([await a.next('new-chat'), await a.next('new-chat')]).toEqual([1, 2]);
     });
 
+    it('nextIf gives no number when it is not allowed, and the next one follows on', async () => {
+      const [a, b] = opened.nodes;
+      expect(await a.nextIf('guarded', () => true)).toBe(1);
+      expect(await b.nextIf('guarded', () => false)).toBeNull();
+      expect(await a.nextIf('guarded', () => false)).toBeNull();
+      expect(await b.next('guarded')).toBe(2);
+    });
+
     it('reads the store once per chat, also under concurrent first use', async () => {
       const [a, b] = opened.nodes;
       await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).next('cold')));

@@ -54,7 +54,7 @@ export const CONDITIONAL_SPECS: { file: string; what: string; needs: Need[] }[] 
   { file: 'test/store.mongo.test.ts', what: 'MongoDB store contract', needs: ['mongodb'] },
   { file: 'test/seams.redis.test.ts', what: 'Redis seam contracts', needs: ['redis'] },
   { file: 'test/cluster.test.ts', what: 'two broker nodes clustered through Redis', needs: ['redis'] },
-  { file: 'test/fuzz.membership.test.ts', what: 'randomized membership over two nodes', needs: ['redis'] },
+  { file: 'test/fuzz.membership-cluster.test.ts', what: 'randomized membership over two clustered nodes', needs: ['redis'] },
   { file: 'test/cluster.outage.test.ts', what: 'a node through Redis and RabbitMQ outages', needs: ['redis', 'rabbitmq'] },
   { file: 'test/archive.amqp.test.ts', what: 'the RabbitMQ archive and its worker', needs: ['rabbitmq'] },
 ];
