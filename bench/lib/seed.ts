@@ -17,7 +17,7 @@ import { JWT_SECRET } from './servers.js';
  *
  * Bump LAYOUT when what is seeded changes: an older data folder is then rebuilt.
  */
-const LAYOUT = 1;
+const LAYOUT = 2;
 
 /** Outside the repository (the Dockerfile copies bench/ into the image, and the history store
  * is 740 MB): <tmpdir>/mqtt-chat-bench-data, or BENCH_DATA_DIR. */
