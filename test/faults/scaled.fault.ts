@@ -45,6 +45,17 @@ async function deployment(name: string) {
     worker: null as ReadyServer | null,
     startBroker: async () => (d.broker = await serverReady(launchServer(brokerEnv))),
     startWorker: async () => (d.worker = await serverReady(launchServer(workerEnv))),
+    /** Redis as a restart without its data looks to the deployment: the connections drop, and
+     * every key of the namespace is gone when it answers again (call restore). The number of
+     * keys dropped. */
+    redisComesBackEmpty: async () => {
+      await redisProxy.cut();
+      const redis = new Redis(REDIS_URL);
+      const keys = await redis.keys(`${namespace}:*`);
+      if (keys.length) await redis.del(...keys);
+      redis.disconnect();
+      return keys;
+    },
     kill: async (which: 'broker' | 'worker') => {
       const p = d[which]!;
       p.child.kill('SIGKILL');
@@ -118,11 +129,7 @@ describe('faults of the scaled-out deployment (Redis, RabbitMQ, worker, broker n
     // As a restart of this machine's Redis (which keeps nothing on disk) looks to the
     // deployment, without disturbing anything else that uses it: the connections drop, and
     // when Redis answers again every key of the namespace (seqs, claims, sessions) is gone.
-    await d.redisProxy.cut();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${d.namespace}:*`);
-    if (keys.length) await redis.del(...keys);
-    redis.disconnect();
+    const keys = await d.redisComesBackEmpty();
     await sleep(1000);
     const restored = performance.now();
     const next = stream.nextAck();
@@ -145,11 +152,7 @@ describe('faults of the scaled-out deployment (Redis, RabbitMQ, worker, broker n
     await sleep(1500);
     await d.kill('worker');
     await sleep(2000); // acknowledged messages wait in RabbitMQ: the store is behind
-    await d.redisProxy.cut();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${d.namespace}:*`);
-    if (keys.length) await redis.del(...keys);
-    redis.disconnect();
+    const keys = await d.redisComesBackEmpty();
     await d.redisProxy.restore();
     await sleep(2000);
     await d.startWorker();

@@ -1,10 +1,30 @@
 import { expect } from 'vitest';
-import type { Connected } from '../helpers/mqtt.js';
-import { sleep } from '../helpers/mqtt.js';
+import { type Connected, connectAs, sleep } from '../helpers/mqtt.js';
 import type { ReadyServer } from '../helpers/process.js';
-import type { SeededUser } from '../helpers/seed.js';
+import { type SeededUser, seed } from '../helpers/seed.js';
 import type { Json } from '../helpers/server.js';
 import { rng } from './mqtt-fuzz.js';
+
+/**
+ * The property's set-up: 8 users seeded into `dataDir`, then `start()` runs the nodes on it;
+ * user 0 creates the private group with users 1..3, and user i connects to node i mod n (one
+ * in three over WebSocket), subscribed to their inbox.
+ */
+export async function membershipFixture(dataDir: string, start: () => Promise<ReadyServer[]>) {
+  let users: SeededUser[] = [];
+  await seed(dataDir, async (s) => {
+    users = await s.users(8, 'member');
+  });
+  const nodes = await start();
+  const chat: Json = (await nodes[0]!.http.post('/api/chats', { type: 'group', name: 'property', memberIds: users.slice(1, 4).map((u) => u.user.id) }, users[0]!.token)).body.chat;
+  const conns: Connected[] = [];
+  for (const [i, u] of users.entries()) {
+    const c = await connectAs(nodes[i % nodes.length]!, u, { transport: i % 3 === 0 ? 'ws' : 'tcp' });
+    conns.push(c);
+    await c.client.subscribeAsync(`users/${u.user.id}/inbox`, { qos: 1 });
+  }
+  return { nodes, users, chat, conns };
+}
 
 /**
  * The randomized membership property (test/fuzz.membership*.test.ts): `steps` random joins,
