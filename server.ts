@@ -75,11 +75,9 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
     const url = config.redisUrl;
     const ns = config.namespace;
     const redis = connectRedis(url, report('redis'));
-    const subscriber = connectRedis(url, report('redis subscriber'));
-    closers.push(() => redis.disconnect(), () => subscriber.disconnect());
-    await Promise.all([redisReady(redis), redisReady(subscriber)]).catch((err: Error) => {
+    closers.push(() => redis.disconnect());
+    await redisReady(redis).catch((err: Error) => {
       redis.disconnect();
-      subscriber.disconnect();
       throw new StartupError(`cannot reach Redis at REDIS_URL: ${err.message}`);
     });
     const presence = new RedisPresence(redis, ns, newId());
@@ -87,7 +85,8 @@ async function createSeams(config: Config, store: Store, log: FastifyBaseLogger)
     const cluster = await createAedesCluster(url, ns, report('redis (mqtt cluster)'));
     closers.push(() => presence.close(), () => cluster.close());
     seams = {
-      bus: await RedisBus.create(redis, subscriber, ns),
+      // On the cluster's emitter, so that events and deliveries reach each node in one order.
+      bus: await RedisBus.create(redis, cluster.mq, ns),
       sequencer: new RedisSequencer(redis, ns, (chatId) => store.maxSeq(chatId)),
       presence,
       sendLimiter: new RedisRateLimiter(redis, ns, 'send', config.limits.sendBurst, config.limits.sendRate),
@@ -171,7 +170,7 @@ export async function startServer(config: Config): Promise<Running> {
   }
   const { bus, presence } = seams;
   const accounts = new Accounts(store, config.jwtSecret, config.tokenTtl, bus, seams.loginFailures);
-  const membership = new Membership(store, bus);
+  const membership = new Membership(store, bus, (err, what) => log.error({ err }, what));
   const metrics = new Metrics();
   const messenger = new Messenger({
     sequencer: seams.sequencer,
@@ -185,7 +184,7 @@ export async function startServer(config: Config): Promise<Running> {
     onError: (err, what) => log.error({ err }, `failed: ${what}`),
   });
   const { roles } = config;
-  const app = await buildApi(config, log, { store, presence, accounts, metrics, chats: new Chats(store, messenger) }, { rest: roles.has('api') });
+  const app = await buildApi(config, log, { store, presence, accounts, metrics, chats: new Chats(store, messenger, seams.sendClaims) }, { rest: roles.has('api') });
   // Every process has a broker node: with the broker role it accepts MQTT clients; without it
   // (api, worker) it only publishes server messages (system messages, inbox events, kicks)
   // into the cluster.

@@ -1,8 +1,9 @@
-import { forbidden, groupFull, invalidInput, notFound, notMember } from './errors.js';
+import { AppError, forbidden, groupFull, invalidInput, notFound, notMember } from './errors.js';
 import { newId } from './ids.js';
 import { CHAT_NAME_MAX, MAX_GROUP_MEMBERS, cleanName } from './rules.js';
 import type { ChatRecord, ChatType, MessageRange, Page, PageOf, Store, Visibility } from './store/store.js';
 import type { Envelope } from './envelope.js';
+import type { SendClaims } from './send-claims.js';
 
 /**
  * Chat rules: who may create, see, join and leave what. Every method takes the caller's id
@@ -23,15 +24,42 @@ export class Chats {
   constructor(
     private readonly store: Store,
     private readonly events: ChatEvents = noEvents,
+    /** Claims of `members:<chatId>` make a chat's membership changes one at a time (below). */
+    private readonly claims?: SendClaims,
   ) {}
+
+  /**
+   * Runs a change of a chat's members, from the store's write to its system messages and
+   * announcement, while no other change of that chat runs, on any node: so the order of the
+   * changes in the store (their members versions) is the order of their system messages in the
+   * chat's history, and a send numbered against one version sits between the right system
+   * messages (docs/architecture.md, "Membership changes and sends in flight").
+   */
+  private async exclusively<T>(chatId: string, change: () => Promise<T>): Promise<T> {
+    if (!this.claims) return change();
+    const claim = await this.claims.claim(`members:${chatId}`).catch((err: unknown) => {
+      throw Object.assign(new AppError('unavailable', "another change of this chat's members is still in progress; retry shortly"), { cause: err });
+    });
+    // Never completed, only released: a completed claim would hold the key for good.
+    if (!claim.claimed) throw new Error(`the members lock of chat ${chatId} was completed`);
+    try {
+      return await change();
+    } finally {
+      await claim.hold.release().catch(() => {}); // if Redis is gone, its TTL frees it
+    }
+  }
 
   /** One direct chat per pair: returns the existing one when there is one. */
   async openDirect(callerId: string, otherId: string): Promise<{ chat: ChatRecord; created: boolean }> {
     if (otherId === callerId) throw invalidInput('a direct chat needs another user');
     await this.requireUsers([otherId]);
-    const result = await this.store.createDirectChat({ id: newId(), userIds: [callerId, otherId], createdAt: Date.now() });
+    const id = newId();
+    const result = await this.exclusively(id, async () => {
+      const made = await this.store.createDirectChat({ id, userIds: [callerId, otherId], createdAt: Date.now() });
+      if (made.created) await this.events.chatCreated(made.chat, callerId);
+      return made;
+    });
     if (!result.created) return result;
-    await this.events.chatCreated(result.chat, callerId);
     return { chat: await this.reload(result.chat), created: true };
   }
 
@@ -41,10 +69,12 @@ export class Chats {
     const memberIds = [...new Set([callerId, ...input.memberIds])];
     if (memberIds.length > MAX_GROUP_MEMBERS) throw groupFull(MAX_GROUP_MEMBERS);
     await this.requireUsers(memberIds);
-    const chat = await this.store.createGroupChat({
-      id: newId(), name, visibility: input.visibility ?? 'private', ownerId: callerId, memberIds, createdAt: Date.now(),
+    const id = newId();
+    const chat = await this.exclusively(id, async () => {
+      const made = await this.store.createGroupChat({ id, name, visibility: input.visibility ?? 'private', ownerId: callerId, memberIds, createdAt: Date.now() });
+      await this.events.chatCreated(made, callerId);
+      return made;
     });
-    await this.events.chatCreated(chat, callerId);
     return this.reload(chat);
   }
 
@@ -74,8 +104,11 @@ export class Chats {
     // getByNumber has already refused non-members of private chats (not_member).
     if (chat.ownerId !== callerId && !joiningSelf) throw forbidden('only the owner can add other members');
     await this.requireUsers(userIds);
-    const result = await this.store.addMembers(chat.id, userIds, MAX_GROUP_MEMBERS, Date.now());
-    await this.events.membersAdded(result.chat, result.added, callerId);
+    const result = await this.exclusively(chat.id, async () => {
+      const changed = await this.store.addMembers(chat.id, userIds, MAX_GROUP_MEMBERS, Date.now());
+      await this.events.membersAdded(changed.chat, changed.added, callerId);
+      return changed;
+    });
     return { chat: await this.reload(result.chat), added: result.added };
   }
 
@@ -85,9 +118,12 @@ export class Chats {
     if (chat.type === 'direct') throw forbidden('direct chats have fixed members');
     if (userId !== callerId && chat.ownerId !== callerId) throw forbidden('only the owner can remove other members');
     if (!chat.memberIds.includes(userId)) throw notFound('that user is not a member of this chat');
-    const result = await this.store.removeMember(chat.id, userId);
+    const result = await this.exclusively(chat.id, async () => {
+      const changed = await this.store.removeMember(chat.id, userId);
+      if (changed?.removed) await this.events.memberRemoved(changed.chat, userId, callerId);
+      return changed;
+    });
     if (!result) throw notFound(`no chat number ${number}`);
-    if (result.removed) await this.events.memberRemoved(result.chat, userId, callerId);
   }
 
   /** History is for current members only. */

@@ -23,6 +23,9 @@ export interface Delivery {
   toInbox(userId: string, event: InboxEvent): void;
 }
 
+/** How often a send reads its chat's members again before giving up (the client retries). */
+const MAX_STALE_RETRIES = 5;
+
 export type SendResult =
   | { status: 'accepted'; envelope: MessageEnvelope }
   /** The (chat, sender, clientMsgId) was sent before, as `sent`: not stored or delivered again. */
@@ -92,9 +95,7 @@ export class Messenger {
     };
     try {
       if (!(await this.deps.rateLimiter.take(sender.id))) return this.reject(sender.id, chatId, clientMsgId, 'rate_limited');
-      // Numbered only if still a member at that moment: a removal that got its seq before this
-      // send's is then seen, so history never shows a message after its sender's removal.
-      const seq = await this.deps.sequencer.nextIf(chatId, () => this.deps.membership.isMember(chatId, sender.id));
+      const seq = await this.numbered(chatId, sender.id);
       if (seq === null) return this.reject(sender.id, chatId, clientMsgId, 'not_member');
       const envelope: MessageEnvelope = {
         type: 'message', id: newId(), chatId, seq, senderId: sender.id,
@@ -118,6 +119,23 @@ export class Messenger {
     }
   }
 
+  /**
+   * The send's seq, taken only while its sender is a member (null otherwise), in one step with
+   * that check: a removal numbered before this send is always seen, on any node, so history
+   * never shows a message after its sender's removal (docs/architecture.md, "Membership changes
+   * and sends in flight").
+   */
+  private async numbered(chatId: string, senderId: string): Promise<number | null> {
+    for (let attempt = 1; ; attempt++) {
+      const got = await this.deps.sequencer.nextIf(chatId, () => this.deps.membership.admit(chatId, senderId));
+      if (got === 'refused') return null;
+      if (got !== 'stale') return got;
+      // Another node announced a change this node has not heard of yet: read the chat again.
+      if (attempt === MAX_STALE_RETRIES) throw new Error(`the members of chat ${chatId} kept changing while a send was numbered`);
+      await this.deps.membership.refresh(chatId);
+    }
+  }
+
   private duplicate(sent: SentRef): SendResult {
     this.count({ result: 'duplicate' });
     return { status: 'duplicate', sent: { id: sent.id, seq: sent.seq } };
@@ -126,7 +144,7 @@ export class Messenger {
   // ---- system messages for membership changes made over REST; never throw
 
   async chatCreated(chat: ChatRecord, actorId: string): Promise<void> {
-    await this.deps.bus.publish({ type: 'member.added', chatId: chat.id, userIds: chat.memberIds });
+    await this.deps.bus.publish({ type: 'member.added', chatId: chat.id, userIds: chat.memberIds, memberIds: chat.memberIds, version: chat.membersVersion });
     await this.system(chat.id, 'chat.created', actorId);
     for (const userId of chat.memberIds) this.delivery?.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
   }
@@ -136,14 +154,14 @@ export class Messenger {
     // The joins are numbered before the caches learn of them, so a new member's first message
     // always comes after its member.joined (a removal goes the other way round: see below).
     for (const userId of userIds) await this.system(chat.id, 'member.joined', userId, userId === actorId ? undefined : actorId);
-    await this.deps.bus.publish({ type: 'member.added', chatId: chat.id, userIds: [...userIds] });
+    await this.deps.bus.publish({ type: 'member.added', chatId: chat.id, userIds: [...userIds], memberIds: chat.memberIds, version: chat.membersVersion });
     for (const userId of userIds) this.delivery?.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
   }
 
   async memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<void> {
     // The caches learn of a removal before it is numbered, so no send of the removed member is
     // numbered after it (Sequencer.nextIf), and no delivery reaches them after it.
-    await this.deps.bus.publish({ type: 'member.removed', chatId: chat.id, userId });
+    await this.deps.bus.publish({ type: 'member.removed', chatId: chat.id, userId, memberIds: chat.memberIds, version: chat.membersVersion });
     if (userId === actorId) await this.system(chat.id, 'member.left', userId);
     else await this.system(chat.id, 'member.removed', userId, actorId);
     this.delivery?.toInbox(userId, { type: 'chat.removed', chatId: chat.id, number: chat.number });

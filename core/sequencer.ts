@@ -10,12 +10,16 @@
 export interface Sequencer {
   next(chatId: string): Promise<number>;
   /**
-   * `next`, only if `allowed()` still holds when the number is taken; null (no number used)
-   * otherwise. The in-process sequencer asks `allowed` in the same synchronous step as it counts,
-   * so a membership change made before a number is taken is always seen; a shared one asks it
-   * just before asking Redis for the number.
+   * A number for a send, only while its sender is a member. `admit()` answers from the node's
+   * membership cache: the chat's members version at which the sender is a member, or null.
+   * - null from `admit`: 'refused', no number used;
+   * - 'stale' (a shared sequencer only): a membership change was announced that this node's
+   *   cache has not applied yet; refresh the cache and ask again.
+   * The in-process sequencer asks `admit` in the same synchronous step as it counts; a shared one
+   * takes the number only if no change past that version was announced (and waits a moment
+   * for an announcement when the cache is ahead of it), in one step with counting.
    */
-  nextIf(chatId: string, allowed: () => boolean): Promise<number | null>;
+  nextIf(chatId: string, admit: () => number | null): Promise<number | 'refused' | 'stale'>;
 }
 
 /** In-process sequencer: one counter per chat, seeded once from the store. */
@@ -26,12 +30,16 @@ export class LocalSequencer implements Sequencer {
   constructor(private readonly seed: (chatId: string) => Promise<number>) {}
 
   async next(chatId: string): Promise<number> {
-    return (await this.nextIf(chatId, () => true))!;
+    if (!this.last.has(chatId)) await this.seeded(chatId);
+    return this.count(chatId);
   }
 
-  async nextIf(chatId: string, allowed: () => boolean): Promise<number | null> {
+  async nextIf(chatId: string, admit: () => number | null): Promise<number | 'refused'> {
     if (!this.last.has(chatId)) await this.seeded(chatId);
-    if (!allowed()) return null;
+    return admit() === null ? 'refused' : this.count(chatId);
+  }
+
+  private count(chatId: string): number {
     const n = this.last.get(chatId)! + 1;
     this.last.set(chatId, n);
     return n;

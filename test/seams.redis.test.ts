@@ -1,7 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { connectRedis, redisReady } from '../core/redis/client.js';
+import { MQEmitterRedisPrefix } from 'mqemitter-redis';
+import type { ControlEvent } from '../core/bus.js';
 import { RedisBus } from '../core/redis/bus.js';
+import { membersVersionKey, raiseMembersVersion } from '../core/redis/members-version.js';
 import { RedisPresence } from '../core/redis/presence.js';
 import { RedisRateLimiter } from '../core/redis/rate-limit.js';
 import { RedisSendClaims } from '../core/redis/send-claims.js';
@@ -59,12 +62,92 @@ sendClaimsContract('Redis', async () => {
   return { nodes: [new RedisSendClaims(conns[0]!, namespace), new RedisSendClaims(conns[1]!, namespace)], cleanup };
 });
 
+/** A node's MQTT cluster emitter, as server.ts makes it (createAedesCluster). */
+async function emitter(namespace: string): Promise<MQEmitterRedisPrefix> {
+  const mq = new MQEmitterRedisPrefix(`${namespace}/`, { connectionString: url });
+  await Promise.all([redisReady(mq.subConn), redisReady(mq.pubConn)]);
+  return mq;
+}
+const closeEmitter = (mq: MQEmitterRedisPrefix) => new Promise<void>((resolve) => mq.close(() => resolve()));
+
+/** Two nodes' buses: per node a connection for commands and the cluster's emitter. */
+async function busNodes() {
+  const { conns, namespace, cleanup } = await nodes();
+  const mqs = [await emitter(namespace), await emitter(namespace)];
+  const buses = [await RedisBus.create(conns[0]!, mqs[0]!, namespace), await RedisBus.create(conns[1]!, mqs[1]!, namespace)] as const;
+  return {
+    conns, namespace, mqs, buses,
+    cleanup: async () => {
+      buses.forEach((b) => b.close());
+      await Promise.all(mqs.map(closeEmitter));
+      await cleanup();
+    },
+  };
+}
+
 busContract('Redis', async () => {
-  // Per node: one connection to publish, one in subscriber mode.
-  const { conns, namespace, cleanup } = await nodes(4);
-  const a = await RedisBus.create(conns[0]!, conns[1]!, namespace);
-  const b = await RedisBus.create(conns[2]!, conns[3]!, namespace);
-  return { nodes: [a, b], cleanup };
+  const { buses, cleanup } = await busNodes();
+  return { nodes: [buses[0], buses[1]], cleanup };
+});
+
+describe('RedisBus', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const removal = (i: number): Exclude<ControlEvent, { type: 'bus.resumed' }> => ({ type: 'member.removed', chatId: 'c', userId: `u${i}`, memberIds: [], version: i + 2 });
+
+  // What keeps a removed member from a message numbered after the removal, on a node that
+  // hears of the removal over Redis: the removal arrives there first.
+  it('brings an event to every node before any MQTT publish made after it resolved', async () => {
+    const { mqs, buses, cleanup } = await busNodes();
+    try {
+      const order: string[] = [];
+      buses[1].subscribe((e) => e.type === 'member.removed' && order.push(`event ${e.userId}`));
+      await new Promise<void>((resolve) => mqs[1]!.on('chats/c/messages', (m, done) => { order.push(`message ${String(m.payload)}`); done(); }, resolve));
+      const ROUNDS = 300;
+      await Promise.all(Array.from({ length: ROUNDS }, async (_, i) => {
+        await buses[0].publish(removal(i));
+        mqs[i % 2]!.emit({ topic: 'chats/c/messages', payload: `u${i}` });
+      }));
+      for (let i = 0; i < 200 && order.length < 2 * ROUNDS; i++) await sleep(10);
+      expect(order).toHaveLength(2 * ROUNDS);
+      for (let i = 0; i < ROUNDS; i++) expect(order.indexOf(`event u${i}`)).toBeLessThan(order.indexOf(`message u${i}`));
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('raises the announced members version with a membership event, never lowering it', async () => {
+    const { conns, namespace, buses, cleanup } = await busNodes();
+    try {
+      await buses[0].publish(removal(5));
+      expect(await conns[0]!.get(membersVersionKey(namespace, 'c'))).toBe('7');
+      await buses[1].publish(removal(2));
+      expect(await conns[0]!.get(membersVersionKey(namespace, 'c'))).toBe('7');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it("says bus.resumed on a node whose connection was lost, once it is back, then delivers again", async () => {
+    const { mqs, buses, cleanup } = await busNodes();
+    try {
+      const onA: ControlEvent[] = [];
+      const onB: ControlEvent[] = [];
+      buses[0].subscribe((e) => onA.push(e));
+      buses[1].subscribe((e) => onB.push(e));
+      mqs[1]!.subConn.disconnect(true); // dropped; ioredis reconnects at once
+      for (let i = 0; i < 300 && !onB.some((e) => e.type === 'bus.resumed'); i++) await sleep(10);
+      expect(onB).toEqual([{ type: 'bus.resumed' }]);
+      // Subscribed again a moment after 'ready'.
+      for (let i = 0; i < 300 && onB.length < 2; i++) {
+        await buses[0].publish(removal(i));
+        await sleep(20);
+      }
+      expect(onB.at(-1)).toMatchObject({ type: 'member.removed' });
+      expect(onA.some((e) => e.type === 'bus.resumed')).toBe(false);
+    } finally {
+      await cleanup();
+    }
+  });
 });
 
 presenceContract('Redis', async () => {
@@ -147,5 +230,57 @@ describe('RedisSequencer when Redis loses a chat key', () => {
       expect([await seq.next('c'), await seq.next('c'), await seq.next('c')]).toEqual([4, 5, 6]);
       await conns[1]!.del(`${namespace}:seq:c`); // Redis restarted without its data
       expect(await seq.next('c')).toBe(7);
+    }));
+});
+
+describe('RedisSequencer numbering a send against the announced members version', () => {
+  it('refuses a send checked at an older version as stale, without using a number', () =>
+    withNodes(async (conns, namespace) => {
+      const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
+      await raiseMembersVersion(conns[1]!, namespace, 'c', 3);
+      expect(await seq.nextIf('c', () => 2)).toBe('stale');
+      expect(await seq.nextIf('c', () => 3)).toBe(1);
+      expect(await seq.next('c')).toBe(2);
+    }));
+
+  it('waits for the announcement of a version the sender was checked at, then numbers', () =>
+    withNodes(async (conns, namespace) => {
+      const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
+      await raiseMembersVersion(conns[1]!, namespace, 'c', 3);
+      let announced = false;
+      setTimeout(() => {
+        announced = true;
+        void raiseMembersVersion(conns[1]!, namespace, 'c', 4);
+      }, 100);
+      expect(await seq.nextIf('c', () => 4)).toBe(1);
+      expect(announced).toBe(true);
+    }));
+
+  it('takes the version as announced when no announcement comes (its node died before it)', () =>
+    withNodes(async (conns, namespace) => {
+      const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
+      await raiseMembersVersion(conns[1]!, namespace, 'c', 3);
+      expect(await seq.nextIf('c', () => 5)).toBe(1);
+      expect(await conns[1]!.get(membersVersionKey(namespace, 'c'))).toBe('5');
+      // Nodes still at 3 are stale now.
+      expect(await seq.nextIf('c', () => 3)).toBe('stale');
+    }));
+
+  it('asks admit again while it waits: a removal that arrives meanwhile refuses the send', () =>
+    withNodes(async (conns, namespace) => {
+      const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
+      await raiseMembersVersion(conns[1]!, namespace, 'c', 3);
+      let member = true;
+      setTimeout(() => {
+        member = false;
+      }, 50);
+      expect(await seq.nextIf('c', () => (member ? 4 : null))).toBe('refused');
+    }));
+
+  it('takes the sender\'s version when Redis has none (first use, or Redis lost it)', () =>
+    withNodes(async (conns, namespace) => {
+      const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
+      expect(await seq.nextIf('c', () => 7)).toBe(1);
+      expect(await conns[1]!.get(membersVersionKey(namespace, 'c'))).toBe('7');
     }));
 });

@@ -11,7 +11,8 @@ import { tempDir } from './helpers/server.js';
  * Specification: a database an older release left behind opens with everything in it. Here a
  * store at schema version 3 (messages kept WITHOUT ROWID by (chat_id, seq)) is built with that
  * release's migrations and rows, then opened by today's store: the rows are all there, in
- * order, and the log's rules hold on them (a repeated seq, a repeated idempotency key).
+ * order, and the log's rules hold on them (a repeated seq, a repeated idempotency key), and its
+ * chats have a members version.
  */
 describe('SQLite migrations', () => {
   const dir = tempDir('chat-migrate-');
@@ -54,6 +55,12 @@ describe('SQLite migrations', () => {
       expect(keyTaken).toEqual({ keyHeldBy: { id: envelopes[6]!.id, seq: 7 } });
       expect(again).toBe('present');
       expect((await store.listMessages(chatId, { after: 49, limit: 10 })).messages.map((m) => m.seq)).toEqual([50, 51]);
+
+      // Its chat has a members version (migration 5), raised by the next change.
+      const chat = (await store.getChat(chatId))!;
+      expect(chat).toMatchObject({ memberIds: [owner], membersVersion: 1 });
+      await store.removeMember(chatId, owner);
+      expect((await store.getChat(chatId))!.membersVersion).toBe(2);
     } finally {
       await store.close();
     }

@@ -1,45 +1,80 @@
 import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
+import type { MQEmitterRedisPrefix, Message } from 'mqemitter-redis';
 import type { ControlBus, ControlEvent } from '../bus.js';
+import { raiseMembersVersion } from './members-version.js';
+
+/** The events' topic on the MQTT cluster's emitter; no MQTT client may publish or subscribe to
+ * a `$` topic (broker/topics.ts). */
+const TOPIC = '$chat/control';
 
 /**
- * The control bus across nodes: Redis pub/sub on `<namespace>:control`. A node receives its own
- * events through Redis too, so every node applies them on the same path. Needs a connection
- * of its own for subscribing (Redis subscriber mode).
+ * The control bus across nodes. Its events travel on the emitter that carries the MQTT cluster's
+ * publishes between nodes (mqemitter-redis: Redis pub/sub, one subscriber connection per node),
+ * so on every node an event and the deliveries arrive in the one order Redis handled their
+ * publishes: a removal announced before a message was numbered reaches every node before that
+ * message does, and authorizeForward there already refuses it to the removed member. A node
+ * receives its own events through Redis too, on the same path.
+ *
+ * A membership event also raises the chat's announced members version in Redis (sends are
+ * checked against it: core/redis/sequencer.ts). If the subscriber connection drops, events
+ * published meanwhile are lost: once it is back, the bus emits `bus.resumed` on this node,
+ * before anything that comes over the restored connection.
  */
 export class RedisBus implements ControlBus {
   private readonly emitter = new EventEmitter().setMaxListeners(0);
-  private readonly channel: string;
 
   private constructor(
-    private readonly pub: Redis,
-    sub: Redis,
-    namespace: string,
-  ) {
-    this.channel = `${namespace}:control`;
-    sub.on('message', (channel: string, message: string) => {
-      if (channel !== this.channel) return;
-      try {
-        this.emitter.emit('event', JSON.parse(message) as ControlEvent);
-      } catch {
-        /* not ours: ignore */
-      }
-    });
-  }
+    private readonly redis: Redis,
+    private readonly mq: MQEmitterRedisPrefix,
+    private readonly namespace: string,
+  ) {}
 
   /** Resolves once subscribed, so no event published after it is missed. */
-  static async create(pub: Redis, sub: Redis, namespace: string): Promise<RedisBus> {
-    const bus = new RedisBus(pub, sub, namespace);
-    await sub.subscribe(bus.channel);
+  static async create(redis: Redis, mq: MQEmitterRedisPrefix, namespace: string): Promise<RedisBus> {
+    const bus = new RedisBus(redis, mq, namespace);
+    await new Promise<void>((resolve) => mq.on(TOPIC, bus.receive, resolve));
+    let lost = false;
+    mq.subConn.on('close', () => {
+      lost = true;
+    });
+    // ioredis emits 'ready' before it subscribes again, so before any message can arrive.
+    mq.subConn.on('ready', () => {
+      if (!lost) return;
+      lost = false;
+      bus.emitter.emit('event', { type: 'bus.resumed' } satisfies ControlEvent);
+    });
     return bus;
   }
 
-  async publish(event: ControlEvent): Promise<void> {
-    await this.pub.publish(this.channel, JSON.stringify(event));
+  private readonly receive = (message: Message, done: () => void) => {
+    let event: ControlEvent | undefined;
+    try {
+      event = JSON.parse(String(message.payload)) as ControlEvent;
+    } catch {
+      /* not ours: ignore */
+    }
+    if (event) this.emitter.emit('event', event);
+    done();
+  };
+
+  async publish(event: Exclude<ControlEvent, { type: 'bus.resumed' }>): Promise<void> {
+    const sent = new Promise<void>((resolve, reject) => {
+      this.mq.emit({ topic: TOPIC, payload: JSON.stringify(event) }, (err) => (err ? reject(err) : resolve()));
+    });
+    if (event.type === 'member.added' || event.type === 'member.removed') {
+      await Promise.all([sent, raiseMembersVersion(this.redis, this.namespace, event.chatId, event.version)]);
+    } else {
+      await sent;
+    }
   }
 
   subscribe(handler: (event: ControlEvent) => void): () => void {
     this.emitter.on('event', handler);
     return () => this.emitter.off('event', handler);
+  }
+
+  close(): void {
+    this.mq.removeListener(TOPIC, this.receive);
   }
 }

@@ -12,7 +12,7 @@ import type {
  * Documents:
  *   users     { _id, username, displayName, searchName, passwordHash, createdAt, lastSeenAt }
  *   sessions  { _id, userId, createdAt, expiresAt, revokedAt }
- *   chats     { _id, number, type, name, visibility, ownerId, directKey?, members: [{userId, joinedAt}], lastSeq, createdAt }
+ *   chats     { _id, number, type, name, visibility, ownerId, directKey?, members: [{userId, joinedAt}], membersVersion, lastSeq, createdAt }
  *             members are embedded (a group has at most 100), in join order
  *   messages  { _id: envelope id, chatId, seq, senderId, clientMsgId, envelope }
  *   counters  { _id: 'chatNumber', n }     the last chat number handed out
@@ -197,9 +197,9 @@ export class MongoStore implements Store {
   }
 
   /** Inserts a new chat with the next number, its members joined at its creation. */
-  private async insertChat(session: ClientSession, fields: Omit<ChatDoc, 'number' | 'members' | 'lastSeq'>, memberIds: readonly string[]): Promise<ChatRecord> {
+  private async insertChat(session: ClientSession, fields: Omit<ChatDoc, 'number' | 'members' | 'membersVersion' | 'lastSeq'>, memberIds: readonly string[]): Promise<ChatRecord> {
     const doc: ChatDoc = {
-      ...fields, number: await this.nextNumber(session), lastSeq: 0,
+      ...fields, number: await this.nextNumber(session), lastSeq: 0, membersVersion: 1,
       members: memberIds.map((userId) => ({ userId, joinedAt: fields.createdAt })),
     };
     await this.chats.insertOne(doc, { session });
@@ -259,7 +259,7 @@ export class MongoStore implements Store {
       if (added.length === 0) return { chat: toChat(doc), added };
       const updated = await this.chats.findOneAndUpdate(
         { _id: chatId, members: doc.members },
-        { $push: { members: { $each: added.map((userId) => ({ userId, joinedAt: at })) } } },
+        { $push: { members: { $each: added.map((userId) => ({ userId, joinedAt: at })) } }, $inc: { membersVersion: 1 } },
         { returnDocument: 'after' },
       );
       if (updated) return { chat: toChat(updated), added };
@@ -273,7 +273,12 @@ export class MongoStore implements Store {
     const updated = await this.chats.findOneAndUpdate(
       { _id: chatId, 'members.userId': userId },
       [
-        { $set: { members: { $filter: { input: '$members', cond: { $ne: ['$$this.userId', uid] } } } } },
+        {
+          $set: {
+            members: { $filter: { input: '$members', cond: { $ne: ['$$this.userId', uid] } } },
+            membersVersion: { $add: [{ $ifNull: ['$membersVersion', 0] }, 1] },
+          },
+        },
         { $set: { ownerId: { $cond: [{ $eq: ['$ownerId', uid] }, { $ifNull: [{ $first: '$members.userId' }, null] }, '$ownerId'] } } },
       ],
       { returnDocument: 'after' },
@@ -418,7 +423,10 @@ interface UserDoc { _id: string; username: string; displayName: string; searchNa
 interface SessionDoc { _id: string; userId: string; createdAt: number; expiresAt: number; revokedAt: number | null }
 interface ChatDoc {
   _id: string; number: number; type: ChatType; name: string | null; visibility: Visibility; ownerId: string | null;
-  directKey?: string; members: Array<{ userId: string; joinedAt: number }>; lastSeq: number; createdAt: number;
+  directKey?: string; members: Array<{ userId: string; joinedAt: number }>;
+  /** absent in documents written before it existed: 0 there ($inc then makes it 1) */
+  membersVersion?: number;
+  lastSeq: number; createdAt: number;
 }
 interface MessageDoc { _id: string; chatId: string; seq: number; senderId: string | null; clientMsgId: string | null; envelope: Envelope }
 
@@ -428,7 +436,7 @@ const toUser = (d: UserDoc): UserRecord => ({
 
 const toChat = (d: ChatDoc): ChatRecord => ({
   id: d._id, number: d.number, type: d.type, name: d.name, visibility: d.visibility, ownerId: d.ownerId,
-  memberIds: d.members.map((m) => m.userId), lastSeq: d.lastSeq, createdAt: d.createdAt,
+  memberIds: d.members.map((m) => m.userId), membersVersion: d.membersVersion ?? 0, lastSeq: d.lastSeq, createdAt: d.createdAt,
 });
 
 const toMessages = (page: PageOf<MessageDoc>) => ({ messages: page.items.map((d) => d.envelope), hasMore: page.hasMore });

@@ -96,6 +96,11 @@ const MIGRATIONS: string[] = [
   CREATE UNIQUE INDEX messages_id ON messages(id);
   CREATE UNIQUE INDEX messages_client_msg ON messages(chat_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL;
   `,
+  // ChatRecord.membersVersion: raised with every change of a chat's members, in its transaction.
+  // An existing chat starts at 1, as if just created.
+  `
+  ALTER TABLE chats ADD COLUMN members_version INTEGER NOT NULL DEFAULT 1;
+  `,
 ];
 
 /** How many migrations there are; the store is at this user_version once open. */
@@ -104,7 +109,7 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
 export const migrationsUpTo = (version: number): readonly string[] => MIGRATIONS.slice(0, version);
 
 interface UserRow { id: string; username: string; display_name: string; password_hash: string; created_at: number; last_seen_at: number | null }
-interface ChatRow { id: string; number: number; type: ChatType; name: string | null; visibility: 'public' | 'private'; owner_id: string | null; created_at: number }
+interface ChatRow { id: string; number: number; type: ChatType; name: string | null; visibility: 'public' | 'private'; owner_id: string | null; members_version: number; created_at: number }
 interface SessionRow { id: string; user_id: string; created_at: number; expires_at: number; revoked_at: number | null }
 
 const toUser = (r: UserRow): UserRecord => ({
@@ -179,6 +184,7 @@ export class SqliteStore implements Store {
       memberIds: db.prepare<[string], { user_id: string }>('SELECT user_id FROM members WHERE chat_id = ? ORDER BY rowid'),
       memberCount: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM members WHERE chat_id = ?'),
       setOwner: db.prepare('UPDATE chats SET owner_id = ? WHERE id = ?'),
+      membersChanged: db.prepare('UPDATE chats SET members_version = members_version + 1 WHERE id = ?'),
       messagesAfter: db.prepare<[string, number, number, number], { envelope: string }>(
         'SELECT envelope FROM messages WHERE chat_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?',
       ),
@@ -346,7 +352,9 @@ export class SqliteStore implements Store {
       const added = [...new Set(userIds)].filter((u) => !current.has(u));
       if (current.size + added.length > maxMembers) throw groupFull(maxMembers);
       for (const u of added) this.s.insertMember.run(chatId, u, at);
-      return { chat: this.withMembers(row), added };
+      if (added.length === 0) return { chat: this.withMembers(row), added };
+      this.s.membersChanged.run(chatId);
+      return { chat: this.withMembers(this.s.chatById.get(chatId)!), added };
     }).immediate());
   }
 
@@ -355,6 +363,7 @@ export class SqliteStore implements Store {
       const row = this.s.chatById.get(chatId);
       if (!row) return null;
       const removed = this.s.deleteMember.run(chatId, userId).changes === 1;
+      if (removed) this.s.membersChanged.run(chatId);
       if (removed && row.owner_id === userId) {
         const heir = this.s.memberIds.get(chatId)?.user_id ?? null;
         this.s.setOwner.run(heir, chatId);
@@ -366,7 +375,7 @@ export class SqliteStore implements Store {
   private withMembers(r: ChatRow): ChatRecord {
     return {
       id: r.id, number: r.number, type: r.type, name: r.name, visibility: r.visibility, ownerId: r.owner_id,
-      memberIds: this.s.memberIds.all(r.id).map((m) => m.user_id), lastSeq: this.s.maxSeq.get(r.id)!.n, createdAt: r.created_at,
+      memberIds: this.s.memberIds.all(r.id).map((m) => m.user_id), membersVersion: r.members_version, lastSeq: this.s.maxSeq.get(r.id)!.n, createdAt: r.created_at,
     };
   }
 

@@ -131,6 +131,10 @@ export interface ChatRecord {
   ownerId: string | null;
   /** in the order they joined */
   memberIds: string[];
+  /** Counts the changes of `memberIds`: raised by one, in the same atomic step, by every change
+   * that adds or removes someone (creation makes it 1), so a record with a higher version
+   * always shows a later membership. Caches across nodes compare it (core/membership.ts). */
+  membersVersion: number;
   lastSeq: number;
   createdAt: number;
 }

@@ -38,12 +38,13 @@ export function sequencerContract(name: string, open: (seed: (chatId: string) =>
       expect([await a.next('new-chat'), await a.next('new-chat')]).toEqual([1, 2]);
     });
 
-    it('nextIf gives no number when it is not allowed, and the next one follows on', async () => {
+    it('nextIf gives no number when the sender is not admitted, and the next one follows on', async () => {
       const [a, b] = opened.nodes;
-      expect(await a.nextIf('guarded', () => true)).toBe(1);
-      expect(await b.nextIf('guarded', () => false)).toBeNull();
-      expect(await a.nextIf('guarded', () => false)).toBeNull();
+      expect(await a.nextIf('guarded', () => 1)).toBe(1);
+      expect(await b.nextIf('guarded', () => null)).toBe('refused');
+      expect(await a.nextIf('guarded', () => null)).toBe('refused');
       expect(await b.next('guarded')).toBe(2);
+      expect(await b.nextIf('guarded', () => 1)).toBe(3);
     });
 
     it('reads the store once per chat, also under concurrent first use', async () => {
@@ -188,10 +189,10 @@ export function busContract(name: string, open: () => Promise<Opened<ControlBus>
       const [a, b] = opened.nodes;
       const onA = collect(a);
       const onB = collect(b);
-      const events: ControlEvent[] = [
+      const events: Exclude<ControlEvent, { type: 'bus.resumed' }>[] = [
         { type: 'session.revoked', sessionId: 's1', userId: 'u1' },
-        { type: 'member.added', chatId: 'c1', userIds: ['u1', 'u2'] },
-        { type: 'member.removed', chatId: 'c1', userId: 'u2' },
+        { type: 'member.added', chatId: 'c1', userIds: ['u1', 'u2'], memberIds: ['u0', 'u1', 'u2'], version: 2 },
+        { type: 'member.removed', chatId: 'c1', userId: 'u2', memberIds: ['u0', 'u1'], version: 3 },
       ];
       for (const e of events) await a.publish(e);
       await until(() => onA.got.length === 3 && onB.got.length === 3);
@@ -206,7 +207,7 @@ export function busContract(name: string, open: () => Promise<Opened<ControlBus>
       const gone = collect(b);
       const stays = collect(b);
       gone.stop();
-      await a.publish({ type: 'member.removed', chatId: 'c2', userId: 'u3' });
+      await a.publish({ type: 'member.removed', chatId: 'c2', userId: 'u3', memberIds: [], version: 2 });
       await until(() => stays.got.length === 1);
       expect(stays.got).toHaveLength(1);
       expect(gone.got).toHaveLength(0);

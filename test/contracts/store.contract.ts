@@ -251,6 +251,36 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect((await store.getChat(chat.id))!.ownerId).toBe(o!.id);
       });
 
+      it('raises membersVersion by one with each change of the members, with the members of that change', async () => {
+        const [o, a, b] = await users(3);
+        const chat = await group(o!.id, [a!.id]);
+        const v = chat.membersVersion;
+        const added = await store.addMembers(chat.id, [b!.id], 100, Date.now());
+        expect(added.chat).toMatchObject({ membersVersion: v + 1, memberIds: [o!.id, a!.id, b!.id] });
+        // Nothing changed: the version stays.
+        expect((await store.addMembers(chat.id, [b!.id], 100, Date.now())).chat.membersVersion).toBe(v + 1);
+        expect((await store.removeMember(chat.id, newId()))!.chat.membersVersion).toBe(v + 1);
+        const removed = await store.removeMember(chat.id, a!.id);
+        expect(removed!.chat).toMatchObject({ membersVersion: v + 2, memberIds: [o!.id, b!.id] });
+        expect((await store.getChat(chat.id))!.membersVersion).toBe(v + 2);
+        const direct = await store.createDirectChat({ id: newId(), userIds: [o!.id, a!.id], createdAt: Date.now() });
+        expect(direct.chat.membersVersion).toBeGreaterThanOrEqual(0);
+      });
+
+      it('gives concurrent changes of one chat distinct versions, the highest with the final members', async () => {
+        const us = await users(9);
+        const chat = await group(us[0]!.id, us.slice(1, 5).map((u) => u.id));
+        const results = await Promise.all([
+          ...us.slice(5).map((u) => store.addMembers(chat.id, [u.id], 100, Date.now()).then((r) => r.chat)),
+          ...us.slice(1, 5).map((u) => store.removeMember(chat.id, u.id).then((r) => r!.chat)),
+        ]);
+        const versions = results.map((c) => c.membersVersion).sort((x, y) => x - y);
+        expect(versions).toEqual(Array.from({ length: 8 }, (_, i) => chat.membersVersion + 1 + i));
+        const last = results.find((c) => c.membersVersion === versions.at(-1))!;
+        expect(new Set(last.memberIds)).toEqual(new Set([us[0]!.id, ...us.slice(5).map((u) => u.id)]));
+        expect((await store.getChat(chat.id))!.membersVersion).toBe(versions.at(-1));
+      });
+
       it('answers not_found for a chat that does not exist', async () => {
         const [a] = await users(1);
         expect(await code(store.addMembers(newId(), [a!.id], 100, 1))).toBe('not_found');

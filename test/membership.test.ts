@@ -1,0 +1,88 @@
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LocalBus, type MembershipEvent } from '../core/bus.js';
+import { newId } from '../core/ids.js';
+import { Membership } from '../core/membership.js';
+import { SqliteStore } from '../core/store/sqlite.js';
+import type { ChatRecord } from '../core/store/store.js';
+import { tempDir } from './helpers/server.js';
+
+/**
+ * Specification of the membership cache every node keeps (core/membership.ts), on a real SQLite
+ * store: it follows the store's members version, so events that arrive out of order (two
+ * nodes announcing two changes of one chat) never bring back an older membership, and a bus
+ * that may have lost events makes it read every cached chat again.
+ */
+describe('the membership cache', () => {
+  const dir = tempDir('chat-membership-');
+  const store = new SqliteStore(join(dir, 'chat.db'));
+  afterAll(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const users = async (n: number) => {
+    const made = Array.from({ length: n }, () => ({ id: newId(), username: `u${newId().slice(-12)}`, displayName: 'U', passwordHash: 'x', createdAt: Date.now() }));
+    for (const u of made) await store.createUser(u);
+    return made.map((u) => u.id);
+  };
+  const group = (owner: string, members: string[]) =>
+    store.createGroupChat({ id: newId(), name: 'g', visibility: 'private', ownerId: owner, memberIds: [owner, ...members], createdAt: Date.now() });
+  const added = (chat: ChatRecord, userIds: string[]): MembershipEvent => ({ type: 'member.added', chatId: chat.id, userIds, memberIds: chat.memberIds, version: chat.membersVersion });
+  const removed = (chat: ChatRecord, userId: string): MembershipEvent => ({ type: 'member.removed', chatId: chat.id, userId, memberIds: chat.memberIds, version: chat.membersVersion });
+
+  // The order that once let a removed member keep receiving on another node: the owner adds u
+  // on one node and removes u on another; the removal's event (sent before its system message)
+  // arrives before the addition's (sent after the join's system message).
+  it('keeps the newer membership when an older change arrives after a newer one', async () => {
+    const [owner, u] = await users(2);
+    const chat = await group(owner!, []);
+    const bus = new LocalBus();
+    const membership = new Membership(store, bus);
+    expect(await membership.check(chat.id, u!)).toBe(false);
+    const afterAdd = (await store.addMembers(chat.id, [u!], 100, Date.now())).chat;
+    const afterRemove = (await store.removeMember(chat.id, u!))!.chat;
+    await bus.publish(removed(afterRemove, u!));
+    await bus.publish(added(afterAdd, [u!]));
+    expect(membership.isMember(chat.id, u!)).toBe(false);
+    expect(membership.admit(chat.id, owner!)).toBe(afterRemove.membersVersion);
+    membership.close();
+  });
+
+  it('admits a member at the version it has cached, and refreshes to the stored one', async () => {
+    const [owner, u] = await users(2);
+    const chat = await group(owner!, [u!]);
+    const membership = new Membership(store, new LocalBus());
+    expect(await membership.check(chat.id, u!)).toBe(true);
+    expect(membership.admit(chat.id, u!)).toBe(chat.membersVersion);
+    // Changed elsewhere, its event not here yet: a send's sequencer says 'stale', the cache reads again.
+    const now = (await store.removeMember(chat.id, u!))!.chat;
+    expect(membership.admit(chat.id, u!)).toBe(chat.membersVersion);
+    await membership.refresh(chat.id);
+    expect(membership.admit(chat.id, u!)).toBeNull();
+    expect(membership.admit(chat.id, owner!)).toBe(now.membersVersion);
+    expect(membership.admit(newId(), owner!)).toBeNull();
+    membership.close();
+  });
+
+  it('after bus.resumed refuses every cached chat until it has read it again', async () => {
+    const [owner, u] = await users(2);
+    const chat = await group(owner!, [u!]);
+    const bus = new LocalBus();
+    const membership = new Membership(store, bus);
+    expect(await membership.check(chat.id, u!)).toBe(true);
+    // Removed while the bus was down: its event is lost.
+    await store.removeMember(chat.id, u!);
+    let whenResumed: boolean | undefined;
+    bus.subscribe((e) => {
+      if (e.type === 'bus.resumed') whenResumed = membership.isMember(chat.id, owner!); // right after the cache's own handler
+    });
+    await bus.publish({ type: 'bus.resumed' });
+    expect(whenResumed).toBe(false);
+    for (let i = 0; i < 100 && !membership.isMember(chat.id, owner!); i++) await new Promise((r) => setTimeout(r, 5));
+    expect(membership.isMember(chat.id, owner!)).toBe(true);
+    expect(membership.isMember(chat.id, u!)).toBe(false);
+    membership.close();
+  });
+});
