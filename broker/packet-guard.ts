@@ -12,14 +12,65 @@ export function guardPacketSize(client: Client, maxPacket: number, onOversize: (
   const parser = (client as unknown as { _parser: { parse(buf: Buffer): number } })._parser;
   const parse = parser.parse.bind(parser);
   const scanner = new PacketScanner(maxPacket);
+  const level = new ProtocolLevelCheck();
+  const conn = client.conn as unknown as { destroy(err?: Error): void; end(chunk: Buffer): void };
   parser.parse = (buf: Buffer) => {
+    if (level.pending && level.see(buf) === 'unsupported') {
+      // MQTT-3.1.2-2: CONNACK 0x01 (unacceptable protocol level), then disconnect. The
+      // parser would only close the connection.
+      level.pending = false;
+      conn.end(CONNACK_UNACCEPTABLE_PROTOCOL);
+      return 0;
+    }
     const verdict = scanner.scan(buf);
     if (verdict === 'ok') return parse(buf);
     if (verdict === 'oversize') onOversize(scanner.announced);
-    const conn = client.conn as unknown as { destroy(err?: Error): void };
     conn.destroy(new Error(verdict === 'oversize' ? `packet of ${scanner.announced} bytes exceeds ${maxPacket}` : 'malformed remaining length'));
     return 0;
   };
+}
+
+const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
+
+/**
+ * Reads the protocol level of a connection's first packet, if it is a CONNECT naming MQTT
+ * ('MQTT' or 3.1's 'MQIsdp'): levels 3, 4 and 5 go on to Aedes (which answers 5 with CONNACK
+ * 0x01 itself); any other is 'unsupported'. Keeps the first bytes across chunks until it can
+ * tell; anything that is not such a CONNECT is left to the parser.
+ */
+export class ProtocolLevelCheck {
+  pending = true;
+  private head: Buffer = Buffer.alloc(0);
+
+  see(chunk: Buffer): 'supported' | 'unsupported' | 'unknown' | 'other' {
+    this.head = this.head.length === 0 ? chunk : Buffer.concat([this.head, chunk]);
+    const verdict = levelOf(this.head);
+    if (verdict !== 'unknown' || this.head.length >= 32) {
+      this.pending = false;
+      this.head = Buffer.alloc(0);
+    }
+    return verdict;
+  }
+}
+
+function levelOf(b: Buffer): 'supported' | 'unsupported' | 'unknown' | 'other' {
+  if (b.length === 0) return 'unknown';
+  if (b[0] !== 0x10) return 'other';
+  let i = 1;
+  for (; i < 5; i++) {
+    if (i >= b.length) return 'unknown';
+    if ((b[i]! & 0x80) === 0) break;
+  }
+  const nameAt = i + 1;
+  if (b.length < nameAt + 2) return 'unknown';
+  const nameLength = b.readUInt16BE(nameAt);
+  if (nameLength !== 4 && nameLength !== 6) return 'other';
+  const levelAt = nameAt + 2 + nameLength;
+  if (b.length <= levelAt) return 'unknown';
+  const name = b.toString('latin1', nameAt + 2, levelAt);
+  if (name !== 'MQTT' && name !== 'MQIsdp') return 'other';
+  const version = b[levelAt]! & 0x7f; // the high bit is the bridge flag, which the parser strips
+  return version >= 3 && version <= 5 ? 'supported' : 'unsupported';
 }
 
 /** Follows MQTT packet boundaries across chunks: type byte, 1-4 length bytes, body. */

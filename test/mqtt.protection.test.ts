@@ -333,6 +333,57 @@ describe('malformed MQTT closes the connection and the server stays up', () => {
     await serverStillServes();
   });
 
+  // MQTT-3.1.2-2: an unsupported protocol level gets CONNACK 0x01, then the connection closes.
+  const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
+  for (const level of [0, 1, 2, 6, 7, 127, 255]) {
+    it(`a CONNECT with protocol level ${level} gets CONNACK 0x01 (unacceptable protocol level) and is closed`, async () => {
+      const raw = new Raw(srv.mqttPort);
+      raws.push(raw);
+      await raw.opened();
+      const packet = connectPacket({ clientId: `${alice.user.id}/level`, username: alice.user.username, password: alice.token, level });
+      // Split inside the protocol name: the level arrives in a second chunk.
+      await raw.write(packet.subarray(0, 5));
+      await sleep(20);
+      await raw.write(packet.subarray(5));
+      await raw.closedWithin(5000);
+      expect(raw.closedByUs).toBe(false);
+      expect(raw.data.toString('hex')).toBe(CONNACK_UNACCEPTABLE_PROTOCOL.toString('hex'));
+    });
+  }
+
+  it('the bytes of the report (level 6, MQTT name, no credentials) get CONNACK 0x01; levels 3 and 4 are still read', async () => {
+    const raw = new Raw(srv.mqttPort);
+    raws.push(raw);
+    await raw.opened();
+    await raw.write(Buffer.from('100c00044d5154540602003c0000', 'hex'));
+    await raw.closedWithin(5000);
+    expect(raw.data.toString('hex')).toBe('20020001');
+    // Level 3 ('MQIsdp'), without a token: refused as not authorized (0x04 here: bad credentials), not as a level.
+    const v31 = new Raw(srv.mqttPort);
+    raws.push(v31);
+    await v31.opened();
+    await v31.write(connectPacket({ clientId: 'x', protocol: 'MQIsdp', level: 3 }));
+    await v31.closedWithin(5000);
+    expect(v31.data[3]).not.toBe(0x01);
+    const ok = await rawConnected(srv, alice);
+    raws.push(ok);
+    await serverStillServes();
+  });
+
+  it('over WebSocket too: protocol level 6 gets CONNACK 0x01 and the WebSocket closes', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/mqtt`, 'mqtt');
+    const got: Buffer[] = [];
+    ws.on('message', (data: Buffer) => got.push(data));
+    const closed = new Promise<void>((resolve) => ws.on('close', () => resolve()));
+    await new Promise<void>((resolve, reject) => {
+      ws.on('open', () => resolve());
+      ws.on('error', reject);
+    });
+    ws.send(connectPacket({ clientId: `${alice.user.id}/ws-level`, username: alice.user.username, password: alice.token, level: 6 }));
+    await Promise.race([closed, sleep(5000).then(() => Promise.reject(new Error('the WebSocket stayed open')))]);
+    expect(Buffer.concat(got).toString('hex')).toBe('20020001');
+  });
+
   it('a fifth remaining-length byte (after a valid CONNECT)', async () => {
     const raw = await rawConnected(srv, alice);
     raws.push(raw);
