@@ -7,6 +7,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Accounts } from '../core/accounts.js';
 import type { ControlBus } from '../core/bus.js';
+import { throttledLog } from '../core/log-throttle.js';
 import { envelopeJson } from '../core/envelope.js';
 import type { Limits } from '../core/config.js';
 import { newId } from '../core/ids.js';
@@ -57,6 +58,9 @@ export class ChatBroker {
   private readonly unsubscribeBus: () => void;
   private readonly sweeper: NodeJS.Timeout | undefined;
   private readonly countSlowClosed: () => void;
+  /** Lines any client can cause: at most one per 10 s each, the rest counted in it. */
+  private readonly logOversize: (fields: { ip: string | undefined; announced: number; max: number }) => void;
+  private readonly logSlowClosed: (fields: { ip: string | undefined; clientId: string }) => void;
 
   private constructor(
     readonly ctx: BrokerContext,
@@ -75,6 +79,13 @@ export class ChatBroker {
     this.connectLimiter = new LocalRateLimiter(limits.connectBurstPerIp, limits.connectRatePerIp);
     const slowClosed = metrics.counter('chat_mqtt_slow_closed_total', 'MQTT connections closed because the client did not read what was sent to it');
     this.countSlowClosed = () => slowClosed();
+    const oversizeClosed = metrics.counter('chat_mqtt_oversize_closed_total', 'MQTT connections closed for a packet over MAX_PACKET_BYTES');
+    const warnOversize = throttledLog((fields, message) => ctx.log.warn(fields, message), 'mqtt packet too large: connection closed');
+    this.logOversize = (fields) => {
+      oversizeClosed();
+      warnOversize(fields);
+    };
+    this.logSlowClosed = throttledLog((fields, message) => ctx.log.warn(fields, message), 'mqtt client does not read what is sent to it: connection closed');
     aedes.on('clientReady', (client) => onClientReady(ctx, client));
     aedes.on('clientDisconnect', (client) => onClientGone(ctx, client));
     aedes.on('clientError', (client, err) => ctx.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));
@@ -189,14 +200,14 @@ export class ChatBroker {
       stream.destroy();
       return;
     }
-    const { log, limits } = this.ctx;
+    const { limits } = this.ctx;
     const client = this.ctx.aedes.handle(stream, req);
-    guardPacketSize(client, limits.maxPacketBytes, (announced) => log.warn({ ip, announced, max: limits.maxPacketBytes }, 'mqtt packet too large: connection closed'));
+    guardPacketSize(client, limits.maxPacketBytes, (announced) => this.logOversize({ ip, announced, max: limits.maxPacketBytes }));
     capRequestedQos(client);
     const bound = { bytes: limits.outgoingQueueBytes, packets: limits.outgoingQueuePackets, graceMs: limits.outgoingQueueGraceMs };
     boundOutgoingQueue(client, bound, (queued) => {
       this.countSlowClosed();
-      log.warn({ ip, clientId: client.id, ...queued }, 'mqtt client does not read what is sent to it: connection closed');
+      this.logSlowClosed({ ip, clientId: client.id, ...queued });
     });
   }
 
