@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import { pino } from 'pino';
+import pretty from 'pino-pretty';
 import { buildApi } from './api/app.js';
 import { ChatBroker } from './broker/broker.js';
 import { Accounts } from './core/accounts.js';
@@ -159,7 +160,10 @@ async function openStore(config: Config): Promise<Store> {
 
 /** Wires one process: store, seams, broker and HTTP API. */
 export async function startServer(config: Config): Promise<Running> {
-  const log: FastifyBaseLogger = pino({ level: config.logLevel });
+  const log: FastifyBaseLogger = pino(
+    { level: config.logLevel },
+    config.logFormat === 'pretty' ? pretty({ sync: true, colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }) : undefined,
+  );
   const store = await openStore(config);
   let seams: Seams;
   try {

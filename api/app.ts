@@ -108,8 +108,14 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
   app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
 
   const full: ApiDeps = { ...deps, presenter: new Presenter(deps.store, deps.presence) };
-  const responses = deps.metrics.counter('chat_http_responses_total', 'HTTP responses by status code');
-  app.addHook('onResponse', async (_req, reply) => responses({ status: String(reply.statusCode) }));
+  const responses = deps.metrics.counter('chat_http_responses_total', 'HTTP responses by status code', ['status']);
+  const latency = deps.metrics.histogram('chat_http_request_duration_seconds', 'HTTP requests from arrival to the end of the answer, by method, route and status', ['method', 'route', 'status']);
+  app.addHook('onResponse', async (req, reply) => {
+    const status = String(reply.statusCode);
+    responses({ status });
+    // The route's pattern, never the path (unbounded for 404s): one series per route.
+    latency(reply.elapsedTime / 1000, { method: req.method, route: req.routeOptions.url ?? 'unmatched', status });
+  });
   await app.register(healthRoutes, { deps: full });
   if (!rest) return app;
 

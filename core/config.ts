@@ -18,6 +18,8 @@ export interface Config {
   /** Lifetime of a login token, in seconds. */
   tokenTtl: number;
   logLevel: LogLevel;
+  /** `pretty` (for a person at a terminal) or `json` (one object per line, for collectors). */
+  logFormat: 'pretty' | 'json';
   tls: { cert: Buffer; key: Buffer } | undefined;
   /** Prefix of every Redis key and channel and RabbitMQ queue, so deployments can share them. */
   namespace: string;
@@ -97,6 +99,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
   const logLevel = (str('LOG_LEVEL') ?? 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+
+  const logFormatRaw = str('LOG_FORMAT') ?? 'auto';
+  if (!['auto', 'json', 'pretty'].includes(logFormatRaw)) problems.push(`LOG_FORMAT must be auto, json or pretty, got "${logFormatRaw}"`);
+  // auto: pretty when a person reads stdout on a terminal, JSON when anything else does.
+  const logFormat: Config['logFormat'] = logFormatRaw === 'pretty' || (logFormatRaw === 'auto' && process.stdout.isTTY === true) ? 'pretty' : 'json';
 
   const ttlRaw = str('TOKEN_TTL');
   let tokenTtl = 7 * 24 * 3600;
@@ -182,6 +189,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mongoUrl: url('MONGO_URL', ['mongodb:', 'mongodb+srv:']),
     tokenTtl,
     logLevel,
+    logFormat,
     tls,
   };
   if (problems.length > 0) throw new ConfigError(problems);

@@ -49,12 +49,14 @@ export class Messenger {
       onError: (err: unknown, what: string) => void;
     },
   ) {
-    this.count = deps.metrics.counter('chat_messages_total', 'Chat messages sent over MQTT, by result (accepted, duplicate, rejected) and reason');
+    this.count = deps.metrics.counter('chat_messages_total', 'Chat messages sent over MQTT, by result (accepted, duplicate, rejected) and reason', ['result', 'reason']);
+    this.latency = deps.metrics.histogram('chat_send_duration_seconds', "Chat messages from arrival to their PUBACK's being due (durable, or refused), by result", ['result']);
     this.gate = new Gate(deps.maxInFlight);
     deps.metrics.gauge('chat_sends_waiting', 'Chat sends waiting for room in the pipeline (MAX_SENDS_IN_FLIGHT)', () => this.gate.queued);
   }
 
   private readonly count: (labels?: Record<string, string>) => void;
+  private readonly latency: (seconds: number, labels?: Record<string, string>) => void;
   private readonly gate: Gate;
 
   setDelivery(delivery: Delivery) {
@@ -62,6 +64,18 @@ export class Messenger {
   }
 
   async send(sender: { id: string; displayName: string }, chatId: string, payload: Uint8Array): Promise<SendResult> {
+    const started = performance.now();
+    let outcome = 'failed'; // not durable: no PUBACK
+    try {
+      const result = await this.handle(sender, chatId, payload);
+      outcome = result.status;
+      return result;
+    } finally {
+      this.latency((performance.now() - started) / 1000, { result: outcome });
+    }
+  }
+
+  private async handle(sender: { id: string; displayName: string }, chatId: string, payload: Uint8Array): Promise<SendResult> {
     const input = parseSend(payload);
     if (!input.ok) return this.reject(sender.id, chatId, input.clientMsgId, input.reason);
     // Past the bound, sends wait here, holding nothing but their packet; the connection they

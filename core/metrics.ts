@@ -1,46 +1,48 @@
-/**
- * A small Prometheus registry: counters with labels, and gauges read when scraped. Rendered as
- * the text exposition format at GET /metrics.
- */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
 type Labels = Record<string, string>;
 
-interface Family {
-  help: string;
-  type: 'counter' | 'gauge';
-  values: Map<string, number>;
-  read?: () => number | Promise<number>;
-}
+/** Seconds, from 1 ms to 10 s: a PUBACK or a REST answer. */
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+/**
+ * One process's Prometheus registry (prom-client), rendered at GET /metrics: the default
+ * process metrics (CPU, RSS, heap, event-loop lag, GC, handles) and the chat's own counters,
+ * gauges (read when scraped) and latency histograms. A registry per server, not the global
+ * one, so that several servers in one process (the tests) keep their figures apart.
+ */
 export class Metrics {
-  private readonly families = new Map<string, Family>();
+  private readonly registry = new Registry();
 
-  counter(name: string, help: string) {
-    this.families.set(name, { help, type: 'counter', values: new Map() });
-    return (labels: Labels = {}, by = 1) => {
-      const values = this.families.get(name)!.values;
-      const key = labelText(labels);
-      values.set(key, (values.get(key) ?? 0) + by);
-    };
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  counter(name: string, help: string, labelNames: readonly string[] = []) {
+    const c = new Counter({ name, help, labelNames, registers: [this.registry] });
+    return (labels: Labels = {}, by = 1) => c.inc(labels, by);
   }
 
   gauge(name: string, help: string, read: () => number | Promise<number>) {
-    this.families.set(name, { help, type: 'gauge', values: new Map(), read });
+    new Gauge({
+      name, help, registers: [this.registry],
+      async collect() {
+        this.set(await read());
+      },
+    });
   }
 
-  async render(): Promise<string> {
-    const lines: string[] = [];
-    for (const [name, f] of this.families) {
-      lines.push(`# HELP ${name} ${f.help}`, `# TYPE ${name} ${f.type}`);
-      if (f.read) lines.push(`${name} ${await f.read()}`);
-      else if (f.values.size === 0) lines.push(`${name} 0`);
-      for (const [labels, value] of f.values) lines.push(`${name}${labels} ${value}`);
-    }
-    return `${lines.join('\n')}\n`;
+  /** Observes durations in seconds; returns `(seconds, labels)`. */
+  histogram(name: string, help: string, labelNames: readonly string[] = []) {
+    const h = new Histogram({ name, help, labelNames, buckets: LATENCY_BUCKETS, registers: [this.registry] });
+    return (seconds: number, labels: Labels = {}) => h.observe(labels, seconds);
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
   }
 }
-
-const labelText = (labels: Labels) => {
-  const entries = Object.entries(labels);
-  if (entries.length === 0) return '';
-  return `{${entries.map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`))}"`).join(',')}}`;
-};

@@ -61,3 +61,14 @@ describe('protection limits from the environment', () => {
     expect(() => load({ SEND_BURST: 'x', SEND_RATE: 'y' })).toThrow(/SEND_BURST[\s\S]*SEND_RATE/);
   });
 });
+
+describe('log format', () => {
+  it('is JSON when stdout is not a terminal (as here), pretty or JSON when asked, and refuses anything else', () => {
+    expect(process.stdout.isTTY).not.toBe(true);
+    expect(load({}).logFormat).toBe('json');
+    expect(load({ LOG_FORMAT: 'auto' }).logFormat).toBe('json');
+    expect(load({ LOG_FORMAT: 'pretty' }).logFormat).toBe('pretty');
+    expect(load({ LOG_FORMAT: 'json' }).logFormat).toBe('json');
+    expect(() => load({ LOG_FORMAT: 'xml' })).toThrow(ConfigError);
+  });
+});

@@ -176,7 +176,7 @@ describe('MQTT messaging', () => {
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
       const text = await res.text();
-      const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}"]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+      const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}"+.]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
       return { text, value };
     };
     const counter = 'chat_messages_total{result="accepted"}';
@@ -192,5 +192,16 @@ describe('MQTT messaging', () => {
     expect(value('chat_mqtt_connections')).toBeGreaterThanOrEqual(1);
     expect(text).toMatch(/^# TYPE chat_http_responses_total counter$/m);
     expect(value('chat_http_responses_total{status="200"}')).toBeGreaterThan(0);
+    // Latency histograms: publish to PUBACK, and REST by route pattern (never the raw path).
+    expect(value('chat_send_duration_seconds_count{result="accepted"}')).toBe(before + 2);
+    expect(value('chat_send_duration_seconds_bucket{le="+Inf",result="accepted"}')).toBe(before + 2);
+    expect(value('chat_http_request_duration_seconds_count{method="POST",route="/api/chats",status="201"}')).toBeGreaterThanOrEqual(1);
+    await fetch(`${srv.url}/no/such/path/${Math.random()}`);
+    expect((await scrape()).value('chat_http_request_duration_seconds_count{method="GET",route="unmatched",status="404"}')).toBeGreaterThanOrEqual(1);
+    // The process itself, so an operator sees overload coming: memory, heap, event-loop lag, GC.
+    for (const family of ['process_resident_memory_bytes', 'process_cpu_seconds_total', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_gc_duration_seconds']) {
+      expect(text, family).toMatch(new RegExp(`^# TYPE ${family} `, 'm'));
+    }
+    expect(value('process_resident_memory_bytes')).toBeGreaterThan(10 * 1024 * 1024);
   });
 });

@@ -119,6 +119,16 @@ describe('the server process (npm start)', () => {
       expect(output).toMatch(message);
     });
 
+    it('logs lines a person can read with LOG_FORMAT=pretty (the default on a terminal), JSON otherwise', async () => {
+      const proc = launch({ DATA_DIR: dataDir, LOG_FORMAT: 'pretty' });
+      for (let i = 0; i < 200 && !proc.output().includes('MQTT listening on'); i++) await new Promise((r) => setTimeout(r, 50));
+      proc.child.kill('SIGTERM');
+      const { output } = await exitOf(proc);
+      expect(output).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: HTTP API listening on http:\/\/127\.0\.0\.1:\d+/m);
+      expect(output).toMatch(/INFO: SIGTERM: shutting down/);
+      expect(output.split('\n').filter((l) => l.startsWith('{'))).toEqual([]);
+    });
+
     it('names PORT when the HTTP port is taken', async () => {
       const blocker = createServer();
       await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));

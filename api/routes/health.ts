@@ -9,7 +9,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async 
   app.get('/healthz', { schema: { hide: true, response: { 200: Status } } }, async () => ({ status: 'ok' }));
 
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
-    reply.type('text/plain; version=0.0.4; charset=utf-8').send(await deps.metrics.render()),
+    reply.type(deps.metrics.contentType).send(await deps.metrics.render()),
   );
 
   app.get('/readyz', { schema: { hide: true, response: { 200: Status, 503: Status } } }, async (req, reply) => {
