@@ -19,13 +19,17 @@ export interface ReadyServer extends ServerProcess {
   http: Http;
 }
 
+/** Preloaded into each server: it ends when this test process ends (die-with-parent.mjs). */
+const DIE_WITH_PARENT = resolve('test/helpers/die-with-parent.mjs');
+
 /** Runs the built server as `npm start` does (node dist/main.js), on ephemeral loopback ports. */
 export function launchServer(env: Record<string, string>): ServerProcess {
   if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
-  const child = spawn(process.execPath, [MAIN], {
+  const child = spawn(process.execPath, ['--import', DIE_WITH_PARENT, MAIN], {
     env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
+  child.channel?.unref();
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
