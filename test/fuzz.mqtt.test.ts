@@ -112,6 +112,9 @@ describe(`MQTT fuzz: FUZZ_SEED=${SEED}, about ${PACKETS.toLocaleString('en-US')}
           const result = await runCase(SEED, index, target, source);
           packets += result.packets;
           results.push(result);
+          if (result.wrongAnswer) {
+            throw new Error(`FUZZ_SEED=${SEED} FUZZ_CASE=${index} (${result.mutation}, ${result.transport}): ${result.wrongAnswer}`);
+          }
           if (result.forbidden.length > 0) {
             throw new Error(`FUZZ_SEED=${SEED} FUZZ_CASE=${index} (${result.mutation}, ${result.transport}) received what it may not: ${result.forbidden.join(', ')}`);
           }
@@ -140,6 +143,7 @@ describe(`MQTT fuzz: FUZZ_SEED=${SEED}, about ${PACKETS.toLocaleString('en-US')}
     console.log(
       `mqtt fuzz: FUZZ_SEED=${SEED}: ${results.length.toLocaleString('en-US')} sessions, ${packets.toLocaleString('en-US')} packets, ${(bytes / 1024).toFixed(0)} KB ` +
         `(tcp ${transports.get('tcp') ?? 0}, ws ${transports.get('ws') ?? 0}); closed by the server ${closed}; forbidden deliveries 0; ` +
+        `CONNACK 0x01 to ${results.filter((r) => r.answered).length} unsupported protocol levels; ` +
         `legitimate exchange after each of ${batches} batches, ${talk.sent()} chatter messages meanwhile; server RSS ${(rss0 / 1024).toFixed(0)} -> ${(rssKb() / 1024).toFixed(0)} MB\n` +
         `  sessions per mutation: ${MUTATION_NAMES.map((m) => `${m} ${mutations.get(m) ?? 0}`).join(', ')}`,
     );

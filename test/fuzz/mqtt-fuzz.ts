@@ -42,7 +42,13 @@ export interface CaseResult {
   bytes: number;
   closedByServer: boolean;
   forbidden: string[];
+  /** Where the protocol prescribes the answer (CONNACK 0x01 to an unsupported level), what differed. */
+  wrongAnswer: string | undefined;
+  /** The protocol prescribed the answer and it came. */
+  answered: boolean;
 }
+
+const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
 
 /** mulberry32: small, fast, and the same on every machine. */
 export function rng(seed: number): () => number {
@@ -214,7 +220,13 @@ const MUTATIONS: Record<string, (r: Rand, s: Buffer[], ctx: { connect: (o?: Part
     return s;
   },
   'protocol level 0-255': (r, s, { connect }) => {
-    s[0] = connect({ level: int(r, 256), ...(r() < 0.3 ? { protocol: pick(r, ['MQIsdp', 'mqtt', 'MQTT5', '', 'M\u0000TT']) } : {}) });
+    const level = int(r, 256);
+    const protocol = r() < 0.3 ? pick(r, ['MQIsdp', 'mqtt', 'MQTT5', '', 'M\u0000TT']) : 'MQTT';
+    s[0] = connect({ level, protocol });
+    // MQTT-3.1.2-2: a level the server does not support (3.1, 3.1.1 and 5 are; the high bit
+    // is the bridge flag), under a protocol name it knows, is answered CONNACK 0x01.
+    const version = level & 0x7f;
+    if ((protocol === 'MQTT' || protocol === 'MQIsdp') && (version < 3 || version > 5)) return Object.assign(s, { answer: CONNACK_UNACCEPTABLE_PROTOCOL });
     return s;
   },
   'packets before CONNECT': (r, s) => {
@@ -246,7 +258,7 @@ export function buildCase(seed: number, index: number, target: FuzzTarget) {
   for (let n = int(r, 7); n > 0; n--) session.push(validPacket(r, topics));
   if (r() < 0.3) session.push(DISCONNECT);
   const mutation = pick(r, MUTATION_NAMES);
-  const packets = MUTATIONS[mutation]!(r, session, { connect, topics });
+  const packets: Buffer[] & { answer?: Buffer } = MUTATIONS[mutation]!(r, session, { connect, topics });
   const bytes = Buffer.concat(packets);
   // Written in 1 to 4 chunks cut at random places: the parser must not depend on how bytes arrive.
   const cuts = Array.from({ length: int(r, 4) }, () => int(r, bytes.length + 1)).sort((a, b) => a - b);
@@ -256,7 +268,7 @@ export function buildCase(seed: number, index: number, target: FuzzTarget) {
     if (c > at) chunks.push(bytes.subarray(at, c));
     at = Math.max(at, c);
   }
-  return { user, mutation, transport: r() < 0.7 ? ('tcp' as const) : ('ws' as const), packets: packets.length, bytes, chunks };
+  return { user, mutation, transport: r() < 0.7 ? ('tcp' as const) : ('ws' as const), packets: packets.length, bytes, chunks, answer: packets.answer };
 }
 
 /** Topics of the PUBLISH packets in what a server sent (as far as they parse). */
@@ -288,6 +300,8 @@ function allowed(user: FuzzUser, topic: string): boolean {
 
 /** How long a case stays open after its last write when the server keeps it. */
 const LINGER_MS = 40;
+/** How long a case with a prescribed answer waits for it. */
+const ANSWER_WAIT_MS = 3000;
 
 /** Runs case `index` against the server. `source`: the loopback address to connect from. */
 export async function runCase(seed: number, index: number, target: FuzzTarget, source: string): Promise<CaseResult> {
@@ -310,10 +324,11 @@ export async function runCase(seed: number, index: number, target: FuzzTarget, s
     };
     const writeAll = () => {
       for (const chunk of c.chunks) send(chunk);
+      // A case whose answer is prescribed waits for the server to give it and close.
       settle = setTimeout(() => {
         closedByUs = true;
         stop();
-      }, LINGER_MS);
+      }, c.answer ? ANSWER_WAIT_MS : LINGER_MS);
     };
     if (c.transport === 'tcp') {
       const socket: Socket = netConnect({ port: target.mqttPort, host: '127.0.0.1', localAddress: source });
@@ -334,5 +349,8 @@ export async function runCase(seed: number, index: number, target: FuzzTarget, s
     }
   });
   const forbidden = publishTopics(received).filter((t) => !allowed(c.user, t));
-  return { index, mutation: c.mutation, transport: c.transport, packets: c.packets, bytes: c.bytes.length, closedByServer, forbidden };
+  const wrongAnswer = c.answer && (!received.equals(c.answer) || !closedByServer)
+    ? `expected exactly ${c.answer.toString('hex')} and the server to close, got ${received.toString('hex').slice(0, 40) || 'nothing'}${closedByServer ? '' : ` and no close within ${ANSWER_WAIT_MS} ms`}`
+    : undefined;
+  return { index, mutation: c.mutation, transport: c.transport, packets: c.packets, bytes: c.bytes.length, closedByServer, forbidden, wrongAnswer, answered: c.answer !== undefined && wrongAnswer === undefined };
 }
