@@ -14,11 +14,13 @@ export function guardPacketSize(client: Client, maxPacket: number, onOversize: (
   const scanner = new PacketScanner(maxPacket);
   const level = new ProtocolLevelCheck();
   const conn = client.conn as unknown as { destroy(err?: Error): void; end(chunk: Buffer): void };
+  let refused = false;
   parser.parse = (buf: Buffer) => {
+    if (refused) return 0; // nothing more is read from a connection being refused
     if (level.pending && level.see(buf) === 'unsupported') {
       // MQTT-3.1.2-2: CONNACK 0x01 (unacceptable protocol level), then disconnect. The
       // parser would only close the connection.
-      level.pending = false;
+      refused = true;
       conn.end(CONNACK_UNACCEPTABLE_PROTOCOL);
       return 0;
     }
@@ -32,11 +34,15 @@ export function guardPacketSize(client: Client, maxPacket: number, onOversize: (
 
 const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
 
+/** Protocol levels the parser reads: 3.1, 3.1.1, 5 (Aedes answers 5 with CONNACK 0x01 itself),
+ * and 3.1 and 3.1.1 with the bridge flag (the high bit) that Mosquitto bridges set. */
+const READ_LEVELS = new Set([3, 4, 5, 0x83, 0x84]);
+
 /**
  * Reads the protocol level of a connection's first packet, if it is a CONNECT naming MQTT
- * ('MQTT' or 3.1's 'MQIsdp'): levels 3, 4 and 5 go on to Aedes (which answers 5 with CONNACK
- * 0x01 itself); any other is 'unsupported'. Keeps the first bytes across chunks until it can
- * tell; anything that is not such a CONNECT is left to the parser.
+ * ('MQTT' or 3.1's 'MQIsdp'): READ_LEVELS go on to Aedes; any other is 'unsupported'. Keeps the
+ * first bytes across chunks until it can tell; anything that is not such a CONNECT is left to
+ * the parser.
  */
 export class ProtocolLevelCheck {
   pending = true;
@@ -57,20 +63,24 @@ function levelOf(b: Buffer): 'supported' | 'unsupported' | 'unknown' | 'other' {
   if (b.length === 0) return 'unknown';
   if (b[0] !== 0x10) return 'other';
   let i = 1;
-  for (; i < 5; i++) {
+  let remaining = 0;
+  for (let multiplier = 1; ; i++, multiplier *= 128) {
     if (i >= b.length) return 'unknown';
+    remaining += (b[i]! & 0x7f) * multiplier;
     if ((b[i]! & 0x80) === 0) break;
+    if (i === 4) return 'other'; // a fifth length byte: the scanner's to refuse
   }
   const nameAt = i + 1;
+  const end = nameAt + remaining; // the CONNECT's own bytes end here: never judge by the next packet's
   if (b.length < nameAt + 2) return 'unknown';
   const nameLength = b.readUInt16BE(nameAt);
   if (nameLength !== 4 && nameLength !== 6) return 'other';
   const levelAt = nameAt + 2 + nameLength;
+  if (levelAt >= end) return 'other';
   if (b.length <= levelAt) return 'unknown';
   const name = b.toString('latin1', nameAt + 2, levelAt);
   if (name !== 'MQTT' && name !== 'MQIsdp') return 'other';
-  const version = b[levelAt]! & 0x7f; // the high bit is the bridge flag, which the parser strips
-  return version >= 3 && version <= 5 ? 'supported' : 'unsupported';
+  return READ_LEVELS.has(b[levelAt]!) ? 'supported' : 'unsupported';
 }
 
 /** Follows MQTT packet boundaries across chunks: type byte, 1-4 length bytes, body. */

@@ -1,9 +1,9 @@
-import { AppError, forbidden, groupFull, invalidInput, notFound, notMember } from './errors.js';
+import { AppError, forbidden, groupFull, invalidInput, isOutage, notFound, notMember } from './errors.js';
 import { newId } from './ids.js';
 import { CHAT_NAME_MAX, MAX_GROUP_MEMBERS, cleanName } from './rules.js';
 import type { ChatRecord, ChatType, MessageRange, Page, PageOf, Store, Visibility } from './store/store.js';
 import type { Envelope } from './envelope.js';
-import type { SendClaims } from './send-claims.js';
+import { type SendClaims, membersLock } from './send-claims.js';
 
 /**
  * Chat rules: who may create, see, join and leave what. Every method takes the caller's id
@@ -37,7 +37,9 @@ export class Chats {
    */
   private async exclusively<T>(chatId: string, change: () => Promise<T>): Promise<T> {
     if (!this.claims) return change();
-    const claim = await this.claims.claim(`members:${chatId}`).catch((err: unknown) => {
+    const claim = await this.claims.claim(membersLock(chatId)).catch((err: unknown) => {
+      // An unreachable Redis is answered as any outage is; this is the wait running out.
+      if (isOutage(err)) throw err;
       throw Object.assign(new AppError('unavailable', "another change of this chat's members is still in progress; retry shortly"), { cause: err });
     });
     // Never completed, only released: a completed claim would hold the key for good.

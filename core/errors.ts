@@ -41,9 +41,15 @@ export const usernameTaken = () => new AppError('username_taken', 'this username
 
 export const isAppError = (err: unknown): err is AppError => err instanceof AppError;
 
+/** Raised by our own code when a backing service does not answer in time (answered 503). */
+export class ServiceUnavailableError extends Error {
+  override name = 'ServiceUnavailableError';
+}
+
 /** Names of the errors our clients raise when their service is unreachable. (Not the errors
  * of a client used after we closed it: those are our bugs.) */
 const OUTAGES = new Set([
+  'ServiceUnavailableError', // ours, below: a service did not answer in time
   'MaxRetriesPerRequestError', // ioredis: Redis did not answer
   'MongoNetworkError', 'MongoNetworkTimeoutError', 'MongoServerSelectionError',
 ]);

@@ -1,5 +1,9 @@
 import type { ControlBus } from './bus.js';
+import type { Admission } from './sequencer.js';
 import type { Store } from './store/store.js';
+
+/** Store reads at once when every cached chat is read again. */
+const RELOAD_CONCURRENCY = 16;
 
 interface Members {
   ids: Set<string>;
@@ -41,11 +45,11 @@ export class Membership {
     return this.chats.get(chatId)?.ids.has(userId) ?? false;
   }
 
-  /** The members version at which `userId` is a member of the chat as cached here, or null
-   * (not a member, or the chat is not loaded). */
-  admit(chatId: string, userId: string): number | null {
+  /** The chat's members version as cached here and whether `userId` is a member at it; null
+   * when the chat is not cached. */
+  admit(chatId: string, userId: string): Admission | null {
     const members = this.chats.get(chatId);
-    return members?.ids.has(userId) ? members.version : null;
+    return members ? { version: members.version, member: members.ids.has(userId) } : null;
   }
 
   /** Loads the chat if needed; false for unknown chats. */
@@ -70,11 +74,17 @@ export class Membership {
     if (cached ? version > cached.version : this.loading.has(chatId)) this.chats.set(chatId, { ids: new Set(memberIds), version });
   }
 
+  /** Reads every cached chat again, RELOAD_CONCURRENCY at a time (a node may have many). */
   private reloadAll() {
     this.epoch++;
     const chatIds = [...this.chats.keys()];
     this.chats.clear();
-    for (const chatId of chatIds) this.load(chatId).catch((err: unknown) => this.onError(err, `reloading the members of chat ${chatId}`));
+    const next = async () => {
+      for (let chatId = chatIds.pop(); chatId !== undefined; chatId = chatIds.pop()) {
+        await this.load(chatId).catch((err: unknown) => this.onError(err, `reloading the members of chat ${chatId}`));
+      }
+    };
+    for (let i = 0; i < RELOAD_CONCURRENCY; i++) void next();
   }
 
   private load(chatId: string): Promise<Members | null> {

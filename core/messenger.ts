@@ -1,5 +1,5 @@
 import type { Archive } from './archive.js';
-import type { ControlBus } from './bus.js';
+import type { ControlBus, MembershipEvent } from './bus.js';
 import type { Envelope, MessageEnvelope, SystemEnvelope, SystemEvent } from './envelope.js';
 import { Gate } from './gate.js';
 import { newId } from './ids.js';
@@ -144,9 +144,16 @@ export class Messenger {
       const got = await this.deps.sequencer.nextIf(chatId, () => this.deps.membership.admit(chatId, senderId));
       if (got === 'refused') return null;
       if (got !== 'stale') return got;
-      // Another node announced a change this node has not heard of yet: read the chat again.
-      if (attempt === MAX_STALE_RETRIES) throw new Error(`the members of chat ${chatId} kept changing while a send was numbered`);
+      // Another node announced a change this node has not heard of yet (or the chat is not
+      // cached here any more): read the chat again.
+      if (attempt === MAX_STALE_RETRIES) {
+        throw new Error(
+          `the members of chat ${chatId} kept changing while a send was numbered, or the announced members version is ahead of the store ` +
+            '(a store restored from a backup under a Redis that kept its keys: delete the <NAMESPACE>:members-version:* keys)',
+        );
+      }
       await this.deps.membership.refresh(chatId);
+      if (this.deps.membership.admit(chatId, senderId) === null) return null; // no such chat
     }
   }
 
@@ -155,10 +162,10 @@ export class Messenger {
     return { status: 'duplicate', sent: { id: sent.id, seq: sent.seq } };
   }
 
-  // ---- system messages for membership changes made over REST; never throw
+  // ---- system messages for membership changes made over REST; only a failed announcement throws
 
   async chatCreated(chat: ChatRecord, actorId: string): Promise<void> {
-    await this.deps.bus.publish({ type: 'member.added', chatId: chat.id, userIds: chat.memberIds, memberIds: chat.memberIds, version: chat.membersVersion });
+    await this.announce({ type: 'member.added', chatId: chat.id, userIds: chat.memberIds, memberIds: chat.memberIds, version: chat.membersVersion });
     await this.system(chat.id, 'chat.created', actorId);
     for (const userId of chat.memberIds) this.delivery?.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
   }
@@ -168,17 +175,33 @@ export class Messenger {
     // The joins are numbered before the caches learn of them, so a new member's first message
     // always comes after its member.joined (a removal goes the other way round: see below).
     for (const userId of userIds) await this.system(chat.id, 'member.joined', userId, userId === actorId ? undefined : actorId);
-    await this.deps.bus.publish({ type: 'member.added', chatId: chat.id, userIds: [...userIds], memberIds: chat.memberIds, version: chat.membersVersion });
+    await this.announce({ type: 'member.added', chatId: chat.id, userIds: [...userIds], memberIds: chat.memberIds, version: chat.membersVersion });
     for (const userId of userIds) this.delivery?.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
   }
 
   async memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<void> {
     // The caches learn of a removal before it is numbered, so no send of the removed member is
     // numbered after it (Sequencer.nextIf), and no delivery reaches them after it.
-    await this.deps.bus.publish({ type: 'member.removed', chatId: chat.id, userId, memberIds: chat.memberIds, version: chat.membersVersion });
+    await this.announce({ type: 'member.removed', chatId: chat.id, userId, memberIds: chat.memberIds, version: chat.membersVersion });
     if (userId === actorId) await this.system(chat.id, 'member.left', userId);
     else await this.system(chat.id, 'member.removed', userId, actorId);
     this.delivery?.toInbox(userId, { type: 'chat.removed', chatId: chat.id, number: chat.number });
+  }
+
+  /**
+   * Announces a committed membership change to every node. If the bus fails (Redis unreachable),
+   * the change stays in the store unannounced: the REST request fails (503) and, for a removal,
+   * no system message is written. Nodes apply it when they next read the chat (after the bus
+   * comes back, on a stale send, or with the next change): docs/architecture.md, "Membership
+   * changes and sends in flight".
+   */
+  private async announce(event: MembershipEvent): Promise<void> {
+    try {
+      await this.deps.bus.publish(event);
+    } catch (err) {
+      this.deps.onError(err, `announcing ${event.type} in chat ${event.chatId} (stored, not announced)`);
+      throw err;
+    }
   }
 
   private async system(chatId: string, event: SystemEvent, userId: string, actorId?: string): Promise<void> {

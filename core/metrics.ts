@@ -26,8 +26,9 @@ export class Metrics {
   gauge(name: string, help: string, read: () => number | Promise<number>) {
     new Gauge({
       name, help, registers: [this.registry],
+      // A reading that fails (Redis down, say) shows as NaN; /metrics itself still answers.
       async collect() {
-        this.set(await read());
+        this.set(await Promise.resolve().then(read).catch(() => Number.NaN));
       },
     });
   }

@@ -32,6 +32,9 @@ export interface SendClaims {
   claim(key: string): Promise<Claim>;
 }
 
+/** The key that makes a chat's membership changes one at a time (core/chats.ts). */
+export const membersLock = (chatId: string) => `members:${chatId}`;
+
 /** The key of a send: (chat, sender, clientMsgId). */
 export const sendKey = (chatId: string, senderId: string, clientMsgId: string) => `${chatId}:${senderId}:${clientMsgId}`;
 

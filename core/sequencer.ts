@@ -7,19 +7,28 @@
  * seqs are contiguous unless a numbered message is then lost before it is stored (a failed
  * commit), which leaves a gap, never a repeat.
  */
+/** What a node's membership cache says about a sender: its members version, and whether the
+ * sender is a member at it. */
+export interface Admission {
+  version: number;
+  member: boolean;
+}
+
 export interface Sequencer {
   next(chatId: string): Promise<number>;
   /**
    * A number for a send, only while its sender is a member. `admit()` answers from the node's
-   * membership cache: the chat's members version at which the sender is a member, or null.
-   * - null from `admit`: 'refused', no number used;
-   * - 'stale' (a shared sequencer only): a membership change was announced that this node's
-   *   cache has not applied yet; refresh the cache and ask again.
+   * membership cache: the chat's members version it holds and whether the sender is a member
+   * at it, or null when the chat is not cached.
+   * - 'refused': not a member (at a version that is the latest, for a shared sequencer), no
+   *   number used;
+   * - 'stale' (a shared sequencer only): the chat is not cached, or a membership change was
+   *   announced that this node's cache has not applied yet; refresh the cache and ask again.
    * The in-process sequencer asks `admit` in the same synchronous step as it counts; a shared one
-   * takes the number only if no change past that version was announced (and waits a moment
-   * for an announcement when the cache is ahead of it), in one step with counting.
+   * takes the number only if no change past that version was announced (and waits while a
+   * change the cache has already read is being announced), in one step with counting.
    */
-  nextIf(chatId: string, admit: () => number | null): Promise<number | 'refused' | 'stale'>;
+  nextIf(chatId: string, admit: () => Admission | null): Promise<number | 'refused' | 'stale'>;
 }
 
 /** In-process sequencer: one counter per chat, seeded once from the store. */
@@ -34,9 +43,9 @@ export class LocalSequencer implements Sequencer {
     return this.count(chatId);
   }
 
-  async nextIf(chatId: string, admit: () => number | null): Promise<number | 'refused'> {
+  async nextIf(chatId: string, admit: () => Admission | null): Promise<number | 'refused'> {
     if (!this.last.has(chatId)) await this.seeded(chatId);
-    return admit() === null ? 'refused' : this.count(chatId);
+    return admit()?.member ? this.count(chatId) : 'refused';
   }
 
   private count(chatId: string): number {

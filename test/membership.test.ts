@@ -46,7 +46,7 @@ describe('the membership cache', () => {
     await bus.publish(removed(afterRemove, u!));
     await bus.publish(added(afterAdd, [u!]));
     expect(membership.isMember(chat.id, u!)).toBe(false);
-    expect(membership.admit(chat.id, owner!)).toBe(afterRemove.membersVersion);
+    expect(membership.admit(chat.id, owner!)).toEqual({ version: afterRemove.membersVersion, member: true });
     membership.close();
   });
 
@@ -55,13 +55,13 @@ describe('the membership cache', () => {
     const chat = await group(owner!, [u!]);
     const membership = new Membership(store, new LocalBus());
     expect(await membership.check(chat.id, u!)).toBe(true);
-    expect(membership.admit(chat.id, u!)).toBe(chat.membersVersion);
+    expect(membership.admit(chat.id, u!)).toEqual({ version: chat.membersVersion, member: true });
     // Changed elsewhere, its event not here yet: a send's sequencer says 'stale', the cache reads again.
     const now = (await store.removeMember(chat.id, u!))!.chat;
-    expect(membership.admit(chat.id, u!)).toBe(chat.membersVersion);
+    expect(membership.admit(chat.id, u!)).toEqual({ version: chat.membersVersion, member: true });
     await membership.refresh(chat.id);
-    expect(membership.admit(chat.id, u!)).toBeNull();
-    expect(membership.admit(chat.id, owner!)).toBe(now.membersVersion);
+    expect(membership.admit(chat.id, u!)).toEqual({ version: now.membersVersion, member: false });
+    expect(membership.admit(chat.id, owner!)).toEqual({ version: now.membersVersion, member: true });
     expect(membership.admit(newId(), owner!)).toBeNull();
     membership.close();
   });

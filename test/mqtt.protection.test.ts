@@ -335,7 +335,7 @@ describe('malformed MQTT closes the connection and the server stays up', () => {
 
   // MQTT-3.1.2-2: an unsupported protocol level gets CONNACK 0x01, then the connection closes.
   const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
-  for (const level of [0, 1, 2, 6, 7, 127, 255]) {
+  for (const level of [0, 1, 2, 6, 7, 127, 0x80, 0x85, 255]) {
     it(`a CONNECT with protocol level ${level} gets CONNACK 0x01 (unacceptable protocol level) and is closed`, async () => {
       const raw = new Raw(srv.mqttPort);
       raws.push(raw);
@@ -367,6 +367,12 @@ describe('malformed MQTT closes the connection and the server stays up', () => {
     expect(v31.data[3]).not.toBe(0x01);
     const ok = await rawConnected(srv, alice);
     raws.push(ok);
+    // 3.1.1 with the bridge flag (0x84) is read as 3.1.1.
+    const bridge = new Raw(srv.mqttPort);
+    raws.push(bridge);
+    await bridge.opened();
+    await bridge.write(connectPacket({ clientId: `${alice.user.id}/bridge`, username: alice.user.username, password: alice.token, level: 0x84 }));
+    await bridge.waitForBytes(CONNACK_OK);
     await serverStillServes();
   });
 

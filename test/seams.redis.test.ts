@@ -10,6 +10,8 @@ import { RedisRateLimiter } from '../core/redis/rate-limit.js';
 import { RedisSendClaims } from '../core/redis/send-claims.js';
 import type { Claim, ClaimHold } from '../core/send-claims.js';
 import { RedisSequencer } from '../core/redis/sequencer.js';
+import { claimKey } from '../core/redis/send-claims.js';
+import { membersLock } from '../core/send-claims.js';
 import { REDIS_URL } from './support/conditional.js';
 import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract } from './contracts/seams.contract.js';
 
@@ -234,53 +236,67 @@ describe('RedisSequencer when Redis loses a chat key', () => {
 });
 
 describe('RedisSequencer numbering a send against the announced members version', () => {
-  it('refuses a send checked at an older version as stale, without using a number', () =>
+  const at = (version: number, member = true) => () => ({ version, member });
+  const lock = (namespace: string, chatId: string) => claimKey(namespace, membersLock(chatId));
+
+  it('answers a send checked at an older version stale, member or not, without using a number', () =>
     withNodes(async (conns, namespace) => {
       const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
       await raiseMembersVersion(conns[1]!, namespace, 'c', 3);
-      expect(await seq.nextIf('c', () => 2)).toBe('stale');
-      expect(await seq.nextIf('c', () => 3)).toBe(1);
+      expect(await seq.nextIf('c', at(2))).toBe('stale');
+      // A node that has not heard of the join yet: not a refusal, a reason to read again.
+      expect(await seq.nextIf('c', at(2, false))).toBe('stale');
+      expect(await seq.nextIf('c', at(3, false))).toBe('refused');
+      expect(await seq.nextIf('c', at(3))).toBe(1);
       expect(await seq.next('c')).toBe(2);
     }));
 
-  it('waits for the announcement of a version the sender was checked at, then numbers', () =>
+  it('answers stale for a chat the node does not hold', () =>
+    withNodes(async (conns, namespace) => {
+      const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
+      expect(await seq.nextIf('c', () => null)).toBe('stale');
+    }));
+
+  it('waits, while the change is in progress, for the announcement of a version the sender was checked at', () =>
     withNodes(async (conns, namespace) => {
       const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
       await raiseMembersVersion(conns[1]!, namespace, 'c', 3);
+      await conns[1]!.set(lock(namespace, 'c'), 'claim:held', 'PX', 30_000); // the changing node's members lock
       let announced = false;
       setTimeout(() => {
         announced = true;
-        void raiseMembersVersion(conns[1]!, namespace, 'c', 4);
-      }, 100);
-      expect(await seq.nextIf('c', () => 4)).toBe(1);
+        void raiseMembersVersion(conns[1]!, namespace, 'c', 4).then(() => conns[1]!.del(lock(namespace, 'c')));
+      }, 300);
+      expect(await seq.nextIf('c', at(4))).toBe(1);
       expect(announced).toBe(true);
     }));
 
-  it('takes the version as announced when no announcement comes (its node died before it)', () =>
+  it('takes the version as announced at once when no change is in progress (its announcement failed, or its node died)', () =>
     withNodes(async (conns, namespace) => {
       const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
       await raiseMembersVersion(conns[1]!, namespace, 'c', 3);
-      expect(await seq.nextIf('c', () => 5)).toBe(1);
+      expect(await seq.nextIf('c', at(5))).toBe(1);
       expect(await conns[1]!.get(membersVersionKey(namespace, 'c'))).toBe('5');
       // Nodes still at 3 are stale now.
-      expect(await seq.nextIf('c', () => 3)).toBe('stale');
+      expect(await seq.nextIf('c', at(3))).toBe('stale');
     }));
 
   it('asks admit again while it waits: a removal that arrives meanwhile refuses the send', () =>
     withNodes(async (conns, namespace) => {
       const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
       await raiseMembersVersion(conns[1]!, namespace, 'c', 3);
+      await conns[1]!.set(lock(namespace, 'c'), 'claim:held', 'PX', 30_000);
       let member = true;
       setTimeout(() => {
         member = false;
       }, 50);
-      expect(await seq.nextIf('c', () => (member ? 4 : null))).toBe('refused');
+      expect(await seq.nextIf('c', () => (member ? { version: 4, member: true } : { version: 4, member: false }))).toBe('refused');
     }));
 
-  it('takes the sender\'s version when Redis has none (first use, or Redis lost it)', () =>
+  it("takes the sender's version when Redis has none (first use, or Redis lost it)", () =>
     withNodes(async (conns, namespace) => {
       const seq = new RedisSequencer(conns[0]!, namespace, async () => 0);
-      expect(await seq.nextIf('c', () => 7)).toBe(1);
+      expect(await seq.nextIf('c', at(7))).toBe(1);
       expect(await conns[1]!.get(membersVersionKey(namespace, 'c'))).toBe('7');
     }));
 });

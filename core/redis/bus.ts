@@ -2,11 +2,14 @@ import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { MQEmitterRedisPrefix, Message } from 'mqemitter-redis';
 import type { ControlBus, ControlEvent } from '../bus.js';
+import { ServiceUnavailableError } from '../errors.js';
 import { raiseMembersVersion } from './members-version.js';
 
 /** The events' topic on the MQTT cluster's emitter; no MQTT client may publish or subscribe to
  * a `$` topic (broker/topics.ts). */
 const TOPIC = '$chat/control';
+/** How long `publish` waits for Redis (the emitter's own connection would queue for longer). */
+const PUBLISH_TIMEOUT_MS = 3000;
 
 /**
  * The control bus across nodes. Its events travel on the emitter that carries the MQTT cluster's
@@ -58,14 +61,23 @@ export class RedisBus implements ControlBus {
     done();
   };
 
+  /** Resolves once Redis has the event (and, for a membership event, the raised version); fails
+   * after PUBLISH_TIMEOUT_MS rather than wait for a Redis that does not answer. */
   async publish(event: Exclude<ControlEvent, { type: 'bus.resumed' }>): Promise<void> {
     const sent = new Promise<void>((resolve, reject) => {
       this.mq.emit({ topic: TOPIC, payload: JSON.stringify(event) }, (err) => (err ? reject(err) : resolve()));
     });
-    if (event.type === 'member.added' || event.type === 'member.removed') {
-      await Promise.all([sent, raiseMembersVersion(this.redis, this.namespace, event.chatId, event.version)]);
-    } else {
-      await sent;
+    const done = event.type === 'member.added' || event.type === 'member.removed'
+      ? Promise.all([sent, raiseMembersVersion(this.redis, this.namespace, event.chatId, event.version)])
+      : sent;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new ServiceUnavailableError(`the control bus (Redis) did not take a ${event.type} event within ${PUBLISH_TIMEOUT_MS} ms`)), PUBLISH_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([done, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -18,6 +18,9 @@ if ARGV[2] == 'release' then return redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1`;
 
+/** The Redis key of a claim. */
+export const claimKey = (namespace: string, key: string) => `${namespace}:sent:${key}`;
+
 export interface RedisSendClaimsOptions {
   /** How long a claim outlives its node: a held claim is renewed every third of it. */
   claimTtlMs?: number;
@@ -52,7 +55,7 @@ export class RedisSendClaims implements SendClaims {
   }
 
   async claim(key: string): Promise<Claim> {
-    const rkey = `${this.namespace}:sent:${key}`;
+    const rkey = claimKey(this.namespace, key);
     const deadline = Date.now() + this.waitMs;
     for (let pause = 10; ; pause = Math.min(pause * 2, 200)) {
       const token = `claim:${randomUUID()}`;

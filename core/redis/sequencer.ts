@@ -1,12 +1,17 @@
 import type { Redis } from 'ioredis';
-import type { Sequencer } from '../sequencer.js';
+import { membersLock } from '../send-claims.js';
+import type { Admission, Sequencer } from '../sequencer.js';
+import { claimKey } from './send-claims.js';
 import { membersVersionKey, raiseMembersVersion } from './members-version.js';
 
 /**
  * INCR of a per-chat key (KEYS[1]), or nil while the key is cold (first use, or Redis lost it).
- * With a members version in ARGV[1] (a send), first compared with the chat's announced one
- * (KEYS[2]): -1 if a later one was announced (the caller's cache is stale), -2 if the caller's
- * is ahead (its change is not announced yet). A cold version key takes the caller's.
+ * For a send, ARGV carries the members version the sender was checked at and whether it is a
+ * member there ('1' or '0'), first compared with the chat's announced version (KEYS[2]):
+ * -1 stale (a later version was announced: the caller's cache is behind); -4 refused (not a
+ * member at the latest version); -2 early (the caller's cache is ahead: its change is being
+ * announced, its lock KEYS[3] is held); -3 early with no change in progress (the announcement
+ * failed, or its node died). A cold version key takes the caller's.
  */
 const NEXT = `
 if ARGV[1] ~= '' then
@@ -17,16 +22,22 @@ if ARGV[1] ~= '' then
     announced = mine
   end
   if mine < announced then return -1 end
-  if mine > announced then return -2 end
+  if ARGV[2] ~= '1' then return -4 end
+  if mine > announced then
+    if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
+    return -3
+  end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('INCR', KEYS[1])`;
 
 const STALE = -1;
-const EARLY = -2;
-/** How long a send waits for the announcement of a change its node already read from the store
- * before taking that version as announced (the announcing node may have died in between). */
-const EARLY_WAIT_MS = 1000;
+// -2: early, wait (below)
+const UNANNOUNCED = -3;
+const REFUSED = -4;
+/** How long a send waits for a change its node has already read to be announced, while that
+ * change's node still holds the chat's members lock. Past it the version is taken as announced. */
+const EARLY_WAIT_MS = 10_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -59,37 +70,40 @@ export class RedisSequencer implements Sequencer {
     private readonly namespace: string,
     private readonly seed: (chatId: string) => Promise<number>,
   ) {
-    redis.defineCommand('chatSeqNext', { numberOfKeys: 2, lua: NEXT });
+    redis.defineCommand('chatSeqNext', { numberOfKeys: 3, lua: NEXT });
   }
 
   async next(chatId: string): Promise<number> {
-    return (await this.take(chatId, null)) as number;
+    return this.take(chatId, null);
   }
 
-  async nextIf(chatId: string, admit: () => number | null): Promise<number | 'refused' | 'stale'> {
+  async nextIf(chatId: string, admit: () => Admission | null): Promise<number | 'refused' | 'stale'> {
     const started = Date.now();
     for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
-      const version = admit();
-      if (version === null) return 'refused';
-      const n = await this.take(chatId, version);
+      const seen = admit();
+      if (seen === null) return 'stale'; // not cached here: load it
+      const n = await this.take(chatId, seen);
       if (n === STALE) return 'stale';
-      if (n !== EARLY) return n;
-      // The cache read a change from the store that its node has not announced yet: the
-      // announcement follows at once (a join's after its system message). Past the wait, the
-      // version is taken as announced.
-      if (Date.now() - started > EARLY_WAIT_MS) await raiseMembersVersion(this.redis, this.namespace, chatId, version);
+      if (n === REFUSED) return 'refused';
+      if (n >= 0) return n;
+      // The cache read a change from the store that is not announced yet. While the change is
+      // in progress (its node holds the chat's members lock: a join announces after its system
+      // messages) the send waits; once no change is in progress, or past the wait, the version
+      // is taken as announced (the announcement failed, or its node died).
+      if (n === UNANNOUNCED || Date.now() - started > EARLY_WAIT_MS) await raiseMembersVersion(this.redis, this.namespace, chatId, seen.version);
       else await sleep(pause);
     }
   }
 
-  /** A seq, or STALE / EARLY for a send checked at `version`. */
-  private async take(chatId: string, version: number | null): Promise<number> {
+  /** A seq, or one of the negative answers above for a send checked at `seen`. */
+  private async take(chatId: string, seen: Admission | null): Promise<number> {
     const key = `${this.namespace}:seq:${chatId}`;
     const versionKey = membersVersionKey(this.namespace, chatId);
+    const lockKey = claimKey(this.namespace, membersLock(chatId));
     let awaited: Promise<unknown> | undefined;
     for (;;) {
-      const n = await (this.redis as unknown as { chatSeqNext(k: string, v: string, mine: string): Promise<number | null> })
-        .chatSeqNext(key, versionKey, version === null ? '' : String(version));
+      const n = await (this.redis as unknown as { chatSeqNext(k: string, v: string, lock: string, mine: string, member: string): Promise<number | null> })
+        .chatSeqNext(key, versionKey, lockKey, seen === null ? '' : String(seen.version), seen?.member ? '1' : '0');
       if (n !== null) {
         if (n > (this.given.get(chatId) ?? 0)) this.given.set(chatId, n);
         return n;

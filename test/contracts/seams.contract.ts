@@ -40,11 +40,13 @@ export function sequencerContract(name: string, open: (seed: (chatId: string) =>
 
     it('nextIf gives no number when the sender is not admitted, and the next one follows on', async () => {
       const [a, b] = opened.nodes;
-      expect(await a.nextIf('guarded', () => 1)).toBe(1);
-      expect(await b.nextIf('guarded', () => null)).toBe('refused');
-      expect(await a.nextIf('guarded', () => null)).toBe('refused');
+      const member = { version: 1, member: true };
+      const notMember = { version: 1, member: false };
+      expect(await a.nextIf('guarded', () => member)).toBe(1);
+      expect(await b.nextIf('guarded', () => notMember)).toBe('refused');
+      expect(await a.nextIf('guarded', () => notMember)).toBe('refused');
       expect(await b.next('guarded')).toBe(2);
-      expect(await b.nextIf('guarded', () => 1)).toBe(3);
+      expect(await b.nextIf('guarded', () => member)).toBe(3);
     });
 
     it('reads the store once per chat, also under concurrent first use', async () => {

@@ -223,10 +223,10 @@ const MUTATIONS: Record<string, (r: Rand, s: Buffer[], ctx: { connect: (o?: Part
     const level = int(r, 256);
     const protocol = r() < 0.3 ? pick(r, ['MQIsdp', 'mqtt', 'MQTT5', '', 'M\u0000TT']) : 'MQTT';
     s[0] = connect({ level, protocol });
-    // MQTT-3.1.2-2: a level the server does not support (3.1, 3.1.1 and 5 are; the high bit
-    // is the bridge flag), under a protocol name it knows, is answered CONNACK 0x01.
-    const version = level & 0x7f;
-    if ((protocol === 'MQTT' || protocol === 'MQIsdp') && (version < 3 || version > 5)) return Object.assign(s, { answer: CONNACK_UNACCEPTABLE_PROTOCOL });
+    // MQTT-3.1.2-2: a level the server does not read (it reads 3.1, 3.1.1 and 5, and 3.1 and
+    // 3.1.1 with the bridge flag, 0x83 and 0x84), under a protocol name it knows, is answered
+    // CONNACK 0x01.
+    if ((protocol === 'MQTT' || protocol === 'MQIsdp') && ![3, 4, 5, 0x83, 0x84].includes(level)) return Object.assign(s, { answer: CONNACK_UNACCEPTABLE_PROTOCOL });
     return s;
   },
   'packets before CONNECT': (r, s) => {

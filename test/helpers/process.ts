@@ -20,7 +20,7 @@ export interface ReadyServer extends ServerProcess {
 }
 
 /** Preloaded into each server: it ends when this test process ends (die-with-parent.mjs). */
-const DIE_WITH_PARENT = resolve('test/helpers/die-with-parent.mjs');
+const DIE_WITH_PARENT = new URL('./die-with-parent.mjs', import.meta.url).href;
 
 /** Runs the built server as `npm start` does (node dist/main.js), on ephemeral loopback ports. */
 export function launchServer(env: Record<string, string>): ServerProcess {
