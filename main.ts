@@ -1,5 +1,5 @@
 import { ConfigError, loadConfig } from './core/config.js';
-import { StartupError, startServer } from './server.js';
+import { type Running, StartupError, startServer } from './server.js';
 
 /** `npm start`: the embedded server in one process. Exits 1 with a clear message on bad config. */
 async function main() {
@@ -14,7 +14,30 @@ async function main() {
     throw err;
   }
 
-  let running;
+  // Signals are taken from the start: one that arrives while the server starts stops it
+  // gracefully once it has started, instead of killing the process half-way.
+  let signal: string | undefined;
+  let running: Running | undefined;
+  const stop = (server: Running) => {
+    server.app.log.info(`${signal}: shutting down`);
+    server.close().then(
+      () => process.exit(0),
+      (err) => {
+        server.app.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  const onSignal = (name: string) => {
+    if (signal) return;
+    signal = name;
+    // A second signal, or a shutdown that hangs, ends the process anyway.
+    setTimeout(() => process.exit(1), 10_000).unref();
+    if (running) stop(running);
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+
   try {
     running = await startServer(config);
   } catch (err) {
@@ -24,21 +47,7 @@ async function main() {
     }
     throw err;
   }
-
-  const stop = (signal: string) => {
-    running.app.log.info(`${signal}: shutting down`);
-    // A second signal, or a shutdown that hangs, ends the process anyway.
-    setTimeout(() => process.exit(1), 10_000).unref();
-    running.close().then(
-      () => process.exit(0),
-      (err) => {
-        running.app.log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  if (signal) stop(running);
 }
 
 await main();

@@ -122,8 +122,10 @@ describe('the server process (npm start)', () => {
     it('logs lines a person can read with LOG_FORMAT=pretty (the default on a terminal), JSON otherwise', async () => {
       const proc = launch({ DATA_DIR: dataDir, LOG_FORMAT: 'pretty' });
       for (let i = 0; i < 200 && !proc.output().includes('MQTT listening on'); i++) await new Promise((r) => setTimeout(r, 50));
+      // Still starting (the MQTT line comes before start-up ends): stopped gracefully once started.
       proc.child.kill('SIGTERM');
-      const { output } = await exitOf(proc);
+      const { code, output } = await exitOf(proc);
+      expect(code).toBe(0);
       expect(output).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: HTTP API listening on http:\/\/127\.0\.0\.1:\d+/m);
       expect(output).toMatch(/INFO: SIGTERM: shutting down/);
       expect(output.split('\n').filter((l) => l.startsWith('{'))).toEqual([]);
