@@ -19,6 +19,7 @@ import { healthRoutes } from './routes/health.js';
 import { usersRoutes } from './routes/users.js';
 import { chatsRoutes } from './routes/chats.js';
 import { messagesRoutes } from './routes/messages.js';
+import { webRoutes } from './web.js';
 
 /** What the routes need; built once in main.ts (or by a test). */
 export interface ApiDeps {
@@ -127,6 +128,7 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  webRoutes(app);
 
   app.decorateRequest('auth', null);
   await app.register(

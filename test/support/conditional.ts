@@ -1,4 +1,4 @@
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { delimiter, join } from 'node:path';
 
@@ -14,7 +14,7 @@ import { delimiter, join } from 'node:path';
  *   it out when the service is missing.
  * - A single spec calls `await needs(ctx, 'haproxy')` first.
  */
-export type Need = 'redis' | 'rabbitmq' | 'mongodb' | 'haproxy' | 'docker-compose' | 'mosquitto-clients';
+export type Need = 'redis' | 'rabbitmq' | 'mongodb' | 'haproxy' | 'docker-compose' | 'mosquitto-clients' | 'chromium';
 
 interface Requirement {
   /** Resolves with null when the machine has it, else with why not. */
@@ -47,7 +47,14 @@ const REQUIREMENTS: Record<Need, Requirement> = {
     check: async () => onPath('mosquitto_pub') ?? onPath('mosquitto_sub'),
     enable: 'apt-get install -y mosquitto-clients',
   },
+  // Debian's Chromium, driven by playwright-core; never a downloaded browser.
+  chromium: {
+    check: async () => (existsSync(CHROMIUM) ? null : `${CHROMIUM} is not installed`),
+    enable: 'apt-get install -y chromium',
+  },
 };
+
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 /** Spec files that need a service as a whole (their set-up starts servers that use it). */
 export const CONDITIONAL_SPECS: { file: string; what: string; needs: Need[] }[] = [
@@ -57,6 +64,7 @@ export const CONDITIONAL_SPECS: { file: string; what: string; needs: Need[] }[] 
   { file: 'test/fuzz.membership-cluster.test.ts', what: 'randomized membership over two clustered nodes', needs: ['redis'] },
   { file: 'test/cluster.outage.test.ts', what: 'a node through Redis and RabbitMQ outages', needs: ['redis', 'rabbitmq'] },
   { file: 'test/archive.amqp.test.ts', what: 'the RabbitMQ archive and its worker', needs: ['rabbitmq'] },
+  { file: 'test/web.browser.test.ts', what: 'the web client in Chromium', needs: ['chromium'] },
 ];
 
 /** A spec or file that is not run, and why. */
