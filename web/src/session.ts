@@ -157,12 +157,17 @@ export class Session {
       const known = this.chats.has(chat.id);
       const state = this.hold(chat);
       if (!known) {
-        await this.client?.subscribeAsync([`chats/${chat.id}/messages`, `chats/${chat.id}/typing`], { qos: 1 }).catch(() => {});
-        await this.watchPresence([chat]);
+        await this.follow(chat);
         void this.catchUp(state);
       }
     }
     this.changed();
+  }
+
+  /** A chat's stream and typing, and its partner's presence. */
+  private async follow(chat: Chat) {
+    await this.client?.subscribeAsync([`chats/${chat.id}/messages`, `chats/${chat.id}/typing`], { qos: 1 }).catch(() => {});
+    await this.watchPresence([chat]);
   }
 
   private async watchPresence(chats: Chat[]) {
@@ -254,8 +259,7 @@ export class Session {
       const chat = await this.api.chat(Number(event.number)).catch(() => null);
       if (!chat) return;
       const state = this.hold(chat);
-      await this.client?.subscribeAsync([`chats/${chat.id}/messages`, `chats/${chat.id}/typing`], { qos: 1 }).catch(() => {});
-      await this.watchPresence([chat]);
+      await this.follow(chat);
       if (state.lastSeq === 0) state.messages.clear();
       await this.catchUpFromStart(state);
     } else if (event.type === 'chat.removed') {
@@ -283,8 +287,7 @@ export class Session {
     const known = this.chats.has(chat.id);
     const state = this.hold(chat);
     if (!known) {
-      await this.client?.subscribeAsync([`chats/${chat.id}/messages`, `chats/${chat.id}/typing`], { qos: 1 }).catch(() => {});
-      await this.watchPresence([chat]);
+      await this.follow(chat);
       await this.catchUpFromStart(state);
     }
     this.changed();
