@@ -141,7 +141,9 @@ function Main({ session }: { session: Session }) {
       <section class="detail">
         {composing && <NewChat session={session} onOpen={(id) => (setOpen(id), setComposing(false))} onClose={() => setComposing(false)} />}
         {current && !composing && <Conversation key={current.chat.id} session={session} chatId={current.chat.id} onClose={() => setOpen(null)} />}
-        {!current && !composing && <p class="center muted">Pick a chat, or start a new one.</p>}
+        {!current && !composing && (
+          <p class="center muted">{open && session.gone.has(open) ? `You are no longer in ${session.gone.get(open)}.` : 'Pick a chat, or start a new one.'}</p>
+        )}
       </section>
     </div>
   );
@@ -223,8 +225,8 @@ function NewChat({ session, onOpen, onClose }: { session: Session; onOpen: (chat
   );
 }
 
-function systemText(session: Session, chat: Chat, e: Envelope & { type: 'system' }) {
-  const name = (id: string | undefined) => (id === session.me.id ? 'You' : (chat.members.find((m) => m.id === id)?.displayName ?? 'Someone'));
+function systemText(session: Session, e: Envelope & { type: 'system' }) {
+  const name = (id: string | undefined) => (id ? session.nameOf(id) : 'Someone');
   switch (e.event) {
     case 'chat.created': return `${name(e.userId)} created the chat`;
     case 'member.joined': return e.actorId ? `${name(e.actorId)} added ${name(e.userId)}` : `${name(e.userId)} joined`;
@@ -239,6 +241,7 @@ function Conversation({ session, chatId, onClose }: { session: Session; chatId: 
   const [adding, setAdding] = useState('');
   const [error, setError] = useState('');
   const list = useRef<HTMLOListElement>(null);
+  const composer = useRef<HTMLTextAreaElement>(null);
   const stick = useRef(true);
   const state = session.chats.get(chatId);
   const messages = state ? [...state.messages.values()].sort((a, b) => a.seq - b.seq) : [];
@@ -250,6 +253,8 @@ function Conversation({ session, chatId, onClose }: { session: Session; chatId: 
   });
   useEffect(() => {
     if (messages.length === 0) void session.loadOlder(chatId);
+    // Opening a chat is to write in it; not on touch screens, where focus opens the keyboard.
+    if (matchMedia('(pointer: fine)').matches) composer.current?.focus();
   }, [chatId]);
 
   if (!state) return <p class="center muted">You are no longer in this chat.</p>;
@@ -319,7 +324,7 @@ function Conversation({ session, chatId, onClose }: { session: Session; chatId: 
       >
         {messages.map((e) =>
           e.type === 'system'
-            ? <li key={e.seq} class="system" data-seq={e.seq}>{systemText(session, chat, e)}</li>
+            ? <li key={e.seq} class="system" data-seq={e.seq}>{systemText(session, e)}</li>
             : (
               <li key={e.seq} class={e.senderId === session.me.id ? 'mine' : ''} data-seq={e.seq}>
                 <span class="sender">{e.senderName}</span>
@@ -329,7 +334,7 @@ function Conversation({ session, chatId, onClose }: { session: Session; chatId: 
             ),
         )}
         {[...state.pending.values()].map((p) => (
-          <li key={p.clientMsgId} class={`mine pending ${p.state.status}`}>
+          <li key={p.clientMsgId} class={`mine pending ${p.state.status}`} data-client-msg-id={p.clientMsgId}>
             <span class="text">{p.text}</span>
             {p.state.status === 'sending'
               ? <span class="muted">sending…</span>
@@ -346,6 +351,7 @@ function Conversation({ session, chatId, onClose }: { session: Session; chatId: 
         <label class="sr-only" for="message">Message</label>
         <textarea
           id="message"
+          ref={composer}
           value={text}
           rows={2}
           placeholder="Message"

@@ -44,6 +44,8 @@ export class Session {
   readonly api: Api;
   readonly chats = new Map<string, ChatState>();
   readonly presence = new Map<string, 'online' | 'offline'>();
+  /** Chats the user left or was removed from while signed in, by title: the open one says so. */
+  readonly gone = new Map<string, string>();
   connection: Connection = 'connecting';
   private client: MqttClient | null = null;
   private readonly listeners = new Set<() => void>();
@@ -76,6 +78,7 @@ export class Session {
   }
 
   private hold(chat: Chat): ChatState {
+    this.learnNames(chat);
     const existing = this.chats.get(chat.id);
     if (existing) {
       existing.chat = chat;
@@ -86,6 +89,17 @@ export class Session {
     };
     this.chats.set(chat.id, state);
     return state;
+  }
+
+  /** Display names of everyone met in a chat, kept after they leave it: system messages name them. */
+  private readonly names = new Map<string, string>();
+
+  private learnNames(chat: Chat) {
+    for (const m of chat.members) this.names.set(m.id, m.displayName);
+  }
+
+  nameOf(userId: string): string {
+    return userId === this.me.id ? 'You' : (this.names.get(userId) ?? 'Someone');
   }
 
   /** The other member of a direct chat. */
@@ -134,7 +148,15 @@ export class Session {
       if (err.code === 4 || err.code === 5) this.signOut(err.code === 4 ? 'Your session has ended. Log in again.' : 'Too many connections.');
     });
     client.on('message', (topic, payload) => this.receive(topic, payload));
+    // Back on the network (a laptop waking, a phone leaving a tunnel): try at once, not at the
+    // end of the back-off.
+    this.onOnline = () => {
+      if (!client.connected && !client.disconnecting && !this.closed) client.reconnect();
+    };
+    window.addEventListener('online', this.onOnline);
   }
+
+  private onOnline: (() => void) | null = null;
 
   /** Subscribe first, then fetch history, so nothing falls between the two. */
   private async afterConnect() {
@@ -263,6 +285,8 @@ export class Session {
       if (state.lastSeq === 0) state.messages.clear();
       await this.catchUpFromStart(state);
     } else if (event.type === 'chat.removed') {
+      const state = this.chats.get(chatId);
+      if (state) this.gone.set(chatId, this.title(state.chat));
       this.forget(chatId);
     }
   }
@@ -297,7 +321,10 @@ export class Session {
     const state = this.chats.get(chatId);
     if (!state) return;
     const chat = await this.api.chat(state.chat.number).catch(() => null);
-    if (chat) state.chat = chat;
+    if (chat) {
+      this.learnNames(chat);
+      state.chat = chat;
+    }
     this.changed();
   }
 
@@ -351,7 +378,7 @@ export class Session {
     const names: string[] = [];
     for (const [userId, until] of state.typing) {
       if (until < now) continue;
-      names.push(state.chat.members.find((m) => m.id === userId)?.displayName ?? 'Someone');
+      names.push(this.nameOf(userId));
     }
     return names;
   }
@@ -371,6 +398,7 @@ export class Session {
 
   close() {
     this.closed = true;
+    if (this.onOnline) window.removeEventListener('online', this.onOnline);
     this.client?.end(true);
     this.client = null;
   }
