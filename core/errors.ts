@@ -1,5 +1,5 @@
 /**
- * The one error catalogue, shared by REST answers and (later) MQTT rejections.
+ * The one error catalogue: the codes of REST answers and the reasons of MQTT rejections.
  * Every error a client can see has a stable snake_case code; the HTTP status belongs to the code.
  */
 export const errorStatus = {

@@ -4,7 +4,7 @@ import type { Envelope, SentRef } from '../envelope.js';
  * The store seam: accounts, sessions, chats, members and the message log.
  *
  * Implementations: `sqlite.ts` (embedded default, one file shared safely by several processes
- * on one machine) and, later, MongoDB. Every implementation passes the contract suite in
+ * on one machine) and `mongo.ts` (MongoDB). Every implementation passes the contract suite in
  * `test/contracts/store.contract.ts`; the guarantees below are what that suite checks.
  *
  * General rules
