@@ -6,14 +6,17 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
+COPY web/package.json web/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json main.ts server.ts ./
 COPY core core
 COPY api api
 COPY broker broker
+COPY seams seams
 COPY worker worker
 COPY bench bench
 COPY types types
+COPY web web
 RUN npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim

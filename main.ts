@@ -1,5 +1,5 @@
-import { ConfigError, loadConfig } from './core/config.js';
-import { type Running, StartupError, startServer } from './server.js';
+import { ConfigError, StartupError, loadConfig } from './core/config.js';
+import { type Running, startServer } from './server.js';
 
 /** `npm start`: the embedded server in one process. Exits 1 with a clear message on bad config. */
 async function main() {

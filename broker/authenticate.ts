@@ -41,7 +41,6 @@ export function authenticate(ctx: BrokerContext) {
           user: { id: user.id, username: user.username, displayName: user.displayName },
           sessionId: session.id,
           expiresAt: session.expiresAt,
-          live: false,
         });
         // Client wills are discarded (Aedes keeps the one being set up in `_will`, not in its
         // types): offline presence comes from the connection registry, which knows about the

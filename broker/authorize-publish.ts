@@ -42,7 +42,7 @@ export function authorizePublish(ctx: BrokerContext) {
       return;
     }
 
-    ctx.messenger.send(conn.user, topic.chatId, payload).then(
+    ctx.sender.send(conn.user, topic.chatId, payload).then(
       (result) => {
         if (result.status !== 'accepted') return discard();
         packet.payload = Buffer.from(envelopeJson(result.envelope));

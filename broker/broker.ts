@@ -1,4 +1,4 @@
-import { Aedes, type Client } from 'aedes';
+import type { Aedes, Client } from 'aedes';
 import type { FastifyBaseLogger } from 'fastify';
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import { type AddressInfo, type Server as NetServer, type Socket, createServer as createNetServer } from 'node:net';
@@ -8,36 +8,34 @@ import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Accounts } from '../core/accounts.js';
 import type { ControlBus } from '../core/bus.js';
 import { throttledLog } from '../core/log-throttle.js';
-import { envelopeJson } from '../core/envelope.js';
 import type { Limits } from '../core/config.js';
-import { newId } from '../core/ids.js';
 import type { Membership } from '../core/membership.js';
-import type { Messenger } from '../core/messenger.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PresenceRegistry } from '../core/presence.js';
 import { LocalRateLimiter, type RateLimiter } from '../core/rate-limit.js';
-import { CONNECT_TIMEOUT_MS } from '../core/rules.js';
+import type { Sender } from '../core/sender.js';
 import type { Store } from '../core/store/store.js';
 import { authenticate, preConnect } from './authenticate.js';
 import { authorizeForward } from './authorize-forward.js';
 import { authorizePublish } from './authorize-publish.js';
 import { authorizeSubscribe, capRequestedQos } from './authorize-subscribe.js';
-import { Connections } from './connections.js';
+import type { Connections } from './connections.js';
 import type { BrokerContext } from './context.js';
 import { boundOutgoingQueue } from './outgoing-queue.js';
 import { guardPacketSize } from './packet-guard.js';
-import { memoryPersistence } from './retained.js';
 import { disconnectAll, onClientGone, onClientReady, publishPresence } from './presence.js';
 import { topics } from './topics.js';
 
 export interface BrokerDeps {
-  /** Redis emitter and persistence when clustered; in-memory Aedes defaults otherwise. */
-  cluster?: { mq: unknown; persistence: unknown } | undefined;
+  /** This node's Aedes (broker/aedes.ts), not yet reachable by any client. */
+  aedes: Aedes;
+  /** This node's connections (also asked by the membership cache, so built before it). */
+  connections: Connections;
   typingLimiter: RateLimiter;
   accounts: Accounts;
   store: Store;
   membership: Membership;
-  messenger: Messenger;
+  sender: Sender;
   presence: PresenceRegistry;
   bus: ControlBus;
   metrics: Metrics;
@@ -62,13 +60,33 @@ export class ChatBroker {
   private readonly logOversize: (fields: { ip: string | undefined; announced: number; max: number }) => void;
   private readonly logSlowClosed: (fields: { ip: string | undefined; clientId: string }) => void;
 
-  private constructor(
-    readonly ctx: BrokerContext,
-    bus: ControlBus,
-    metrics: Metrics,
-    private readonly tlsOptions: { cert: Buffer; key: Buffer } | undefined,
-  ) {
-    const { aedes, limits } = ctx;
+  readonly ctx: BrokerContext;
+  private readonly tlsOptions: { cert: Buffer; key: Buffer } | undefined;
+  /** Set once close() begins: no new connections are accepted. */
+  private closing = false;
+
+  /** Installs the chat's handlers on `deps.aedes`; clients reach it once a listener is up. */
+  constructor(deps: BrokerDeps) {
+    const { aedes, limits, bus, metrics } = deps;
+    const ctx: BrokerContext = Object.freeze({
+      aedes,
+      accounts: deps.accounts,
+      store: deps.store,
+      membership: deps.membership,
+      sender: deps.sender,
+      presence: deps.presence,
+      connections: deps.connections,
+      typingLimiter: deps.typingLimiter,
+      limits,
+      log: deps.log,
+    });
+    this.ctx = ctx;
+    this.tlsOptions = deps.tls;
+    aedes.preConnect = preConnect;
+    aedes.authenticate = authenticate(ctx);
+    aedes.authorizeSubscribe = authorizeSubscribe(ctx);
+    aedes.authorizePublish = authorizePublish(ctx);
+    aedes.authorizeForward = authorizeForward(ctx);
     this.wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
@@ -94,11 +112,6 @@ export class ChatBroker {
     // EventEmitter without a listener would turn them into a process crash.
     (aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => ctx.log.error({ err }, 'mqtt broker error'));
 
-    ctx.messenger.setDelivery({
-      toChat: (envelope) => this.publish(topics.messages(envelope.chatId), envelopeJson(envelope)),
-      toInbox: (userId, event) => this.publish(topics.inbox(userId), JSON.stringify(event)),
-    });
-
     this.unsubscribeBus = bus.subscribe((event) => {
       if (event.type === 'session.revoked') {
         for (const client of ctx.connections.ofSession(event.sessionId)) client.close();
@@ -123,43 +136,6 @@ export class ChatBroker {
     }
   }
 
-  static async create(deps: BrokerDeps): Promise<ChatBroker> {
-    const ctx = {
-      accounts: deps.accounts,
-      store: deps.store,
-      membership: deps.membership,
-      messenger: deps.messenger,
-      presence: deps.presence,
-      connections: new Connections(),
-      typingLimiter: deps.typingLimiter,
-      limits: deps.limits,
-      log: deps.log,
-      closing: false,
-    } as Omit<BrokerContext, 'aedes'> as BrokerContext;
-    ctx.aedes = await Aedes.createBroker({
-      ...(deps.cluster
-        ? { mq: deps.cluster.mq, persistence: deps.cluster.persistence, heartbeatInterval: 5000 }
-        : { persistence: memoryPersistence() }),
-      // No cap on publishes being fanned out at once (the default, 100, queues the rest): with a
-      // cap, publishes that no one subscribed to are released from the queue recursively, and
-      // a long queue overflowed the stack (RangeError, the process died). What limits the work
-      // in progress is upstream: each connection's next packets are read only once its current
-      // ones are done, sends in flight are capped per process (MAX_SENDS_IN_FLIGHT), and a
-      // delivery never waits for a slow reader (outgoing-queue.ts). The Redis emitter of a
-      // cluster has no cap either.
-      concurrency: 0,
-      id: newId(), // unique per start, so a restarted node never inherits a crashed one's identity
-      connectTimeout: CONNECT_TIMEOUT_MS,
-      maxClientsIdLength: 128, // MQTT 3.1 clients: '<uuid>/<device>' exceeds the default 23
-      preConnect,
-      authenticate: authenticate(ctx),
-      authorizeSubscribe: authorizeSubscribe(ctx),
-      authorizePublish: authorizePublish(ctx),
-      authorizeForward: authorizeForward(ctx),
-    });
-    return new ChatBroker(ctx, deps.bus, deps.metrics, deps.tls);
-  }
-
   /** MQTT over TCP (TLS when configured). Resolves with the bound port. */
   listenTcp(host: string, port: number): Promise<number> {
     const onSocket = (socket: Socket) => {
@@ -182,7 +158,7 @@ export class ChatBroker {
   attachWebSocket(server: HttpServer) {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       const path = (req.url ?? '').split('?')[0];
-      if (path !== '/mqtt' || this.ctx.closing) {
+      if (path !== '/mqtt' || this.closing) {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
@@ -196,7 +172,7 @@ export class ChatBroker {
   }
 
   private accept(stream: Duplex, ip: string | undefined, req?: IncomingMessage) {
-    if (this.ctx.closing || !this.connectLimiter.takeNow(ip ?? 'unknown')) {
+    if (this.closing || !this.connectLimiter.takeNow(ip ?? 'unknown')) {
       stream.destroy();
       return;
     }
@@ -211,12 +187,6 @@ export class ChatBroker {
     });
   }
 
-  private publish(topic: string, json: string) {
-    this.ctx.aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(json), qos: 1, retain: false, dup: false }, (err) => {
-      if (err) this.ctx.log.error({ err, topic }, 'publish failed');
-    });
-  }
-
   /** Local clients, for tests and metrics. */
   clientCount(): number {
     return this.ctx.aedes.connectedClients;
@@ -224,8 +194,8 @@ export class ChatBroker {
 
   /** Graceful shutdown: stop accepting, publish every local user offline, close connections. */
   async close(): Promise<void> {
-    if (this.ctx.closing) return;
-    this.ctx.closing = true;
+    if (this.closing) return;
+    this.closing = true;
     clearInterval(this.sweeper);
     const tcpClosed = new Promise<void>((resolve) => (this.tcp ? this.tcp.close(() => resolve()) : resolve()));
     await disconnectAll(this.ctx);

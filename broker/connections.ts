@@ -6,8 +6,6 @@ export interface Conn {
   sessionId: string;
   /** When the login token expires (ms); the connection is closed then. */
   expiresAt: number;
-  /** Counted in presence (set once the connection is ready, cleared when it goes). */
-  live: boolean;
   expiryTimer?: NodeJS.Timeout;
 }
 
@@ -30,7 +28,6 @@ export class Connections {
   /** Called when the connection is ready (CONNACK sent). A token's connections end when it
    * expires, as they end when it is revoked. */
   add(client: Client, conn: Conn) {
-    conn.live = true;
     add(this.byUser, conn.user.id, client);
     add(this.bySession, conn.sessionId, client);
     const closeAtExpiry = () => {
@@ -41,11 +38,10 @@ export class Connections {
     closeAtExpiry();
   }
 
-  /** Called when it goes; returns its Conn if it had been added. */
+  /** Called when it goes; returns its Conn if it had been added (and not removed since). */
   remove(client: Client): Conn | undefined {
     const conn = this.byClient.get(client);
-    if (!conn?.live) return undefined;
-    conn.live = false;
+    if (!conn || !this.byUser.get(conn.user.id)?.has(client)) return undefined;
     clearTimeout(conn.expiryTimer);
     remove(this.byUser, conn.user.id, client);
     remove(this.bySession, conn.sessionId, client);
@@ -57,6 +53,11 @@ export class Connections {
     let n = 0;
     for (const c of this.byUser.get(userId) ?? []) if (c.id !== exceptClientId) n++;
     return n;
+  }
+
+  /** Whether the user has a live connection to this node. */
+  connected(userId: string): boolean {
+    return this.byUser.has(userId);
   }
 
   ofUser(userId: string): Client[] {

@@ -3,24 +3,22 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Accounts } from '../core/accounts.js';
 import type { Limits } from '../core/config.js';
 import type { Membership } from '../core/membership.js';
-import type { Messenger } from '../core/messenger.js';
 import type { PresenceRegistry } from '../core/presence.js';
 import type { RateLimiter } from '../core/rate-limit.js';
+import type { Sender } from '../core/sender.js';
 import type { Store } from '../core/store/store.js';
 import type { Connections } from './connections.js';
 
-/** What the protocol-step handlers share. */
+/** What the protocol-step handlers share: built once, with the Aedes instance, never changed. */
 export interface BrokerContext {
-  aedes: Aedes;
-  accounts: Accounts;
-  store: Store;
-  membership: Membership;
-  messenger: Messenger;
-  presence: PresenceRegistry;
-  connections: Connections;
-  typingLimiter: RateLimiter;
-  limits: Limits;
-  log: FastifyBaseLogger;
-  /** Set while the broker shuts down: no new connections are accepted. */
-  closing: boolean;
+  readonly aedes: Aedes;
+  readonly accounts: Accounts;
+  readonly store: Store;
+  readonly membership: Membership;
+  readonly sender: Sender;
+  readonly presence: PresenceRegistry;
+  readonly connections: Connections;
+  readonly typingLimiter: RateLimiter;
+  readonly limits: Limits;
+  readonly log: FastifyBaseLogger;
 }

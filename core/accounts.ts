@@ -2,8 +2,8 @@ import type { ControlBus } from './bus.js';
 import { AppError, invalidInput, unauthorized } from './errors.js';
 import { newId } from './ids.js';
 import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
-import { LocalRateLimiter, type RateLimiter } from './rate-limit.js';
-import { DISPLAY_NAME_MAX, LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, PASSWORD_MAX, PASSWORD_MIN, cleanName } from './rules.js';
+import type { RateLimiter } from './rate-limit.js';
+import { DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, cleanName } from './rules.js';
 import type { SessionRecord, Store, UserRecord } from './store/store.js';
 import { issueToken, verifyToken } from './tokens.js';
 
@@ -12,16 +12,32 @@ export interface Authenticated {
   session: SessionRecord;
 }
 
+/** How often expired sessions are deleted (revoked ones are kept until they expire). */
+const SESSION_SWEEP_MS = 3600_000;
+
 /** Accounts and login sessions: the one place tokens are issued, checked and revoked. */
 export class Accounts {
-  constructor(
-    private readonly store: Store,
-    private readonly secret: string,
-    private readonly tokenTtlSeconds: number,
-    private readonly bus?: ControlBus,
+  private readonly store: Store;
+  private readonly secret: string;
+  private readonly tokenTtlSeconds: number;
+  private readonly bus: ControlBus;
+  private readonly loginFailures: RateLimiter;
+  private readonly sweep: NodeJS.Timeout;
+
+  constructor(deps: {
+    store: Store;
+    secret: string;
+    tokenTtlSeconds: number;
+    bus: ControlBus;
     /** Budget of failed logins per username; successful logins spend nothing. */
-    private readonly loginFailures: RateLimiter = new LocalRateLimiter(LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND),
-  ) {}
+    loginFailures: RateLimiter;
+    onError: (err: unknown, what: string) => void;
+  }) {
+    ({ store: this.store, secret: this.secret, tokenTtlSeconds: this.tokenTtlSeconds, bus: this.bus, loginFailures: this.loginFailures } = deps);
+    this.sweep = setInterval(() => {
+      this.store.deleteExpiredSessions(Date.now()).catch((err: unknown) => deps.onError(err, 'deleting expired sessions'));
+    }, SESSION_SWEEP_MS).unref();
+  }
 
   /** Usernames are case-insensitive: stored and compared lower-cased. */
   async register(input: { username: string; password: string; displayName?: string | undefined }): Promise<UserRecord> {
@@ -72,6 +88,10 @@ export class Accounts {
   /** Revokes the session; the broker closes the MQTT connections that used it. */
   async logout(session: SessionRecord): Promise<void> {
     await this.store.revokeSession(session.id, Date.now());
-    await this.bus?.publish({ type: 'session.revoked', sessionId: session.id, userId: session.userId });
+    await this.bus.publish({ type: 'session.revoked', sessionId: session.id, userId: session.userId });
+  }
+
+  close() {
+    clearInterval(this.sweep);
   }
 }

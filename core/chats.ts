@@ -2,6 +2,7 @@ import { AppError, forbidden, groupFull, invalidInput, isOutage, notFound, notMe
 import { newId } from './ids.js';
 import { CHAT_NAME_MAX, MAX_GROUP_MEMBERS, cleanName } from './rules.js';
 import type { ChatRecord, ChatType, MessageRange, Page, PageOf, Store, Visibility } from './store/store.js';
+import type { ChatEvents } from './chat-events.js';
 import type { Envelope } from './envelope.js';
 import { type SendClaims, membersLock } from './send-claims.js';
 
@@ -10,22 +11,12 @@ import { type SendClaims, membersLock } from './send-claims.js';
  * and checks permission before touching the store; store methods are atomic, so a refused
  * request leaves nothing behind.
  */
-/** What happens after a membership change is committed: system messages in the chat's
- * stream, membership caches, inbox events. Implemented by the Messenger; never throws. */
-export interface ChatEvents {
-  chatCreated(chat: ChatRecord, actorId: string): Promise<void>;
-  membersAdded(chat: ChatRecord, userIds: readonly string[], actorId: string): Promise<void>;
-  memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<void>;
-}
-
-const noEvents: ChatEvents = { chatCreated: async () => {}, membersAdded: async () => {}, memberRemoved: async () => {} };
-
 export class Chats {
   constructor(
     private readonly store: Store,
-    private readonly events: ChatEvents = noEvents,
+    private readonly events: ChatEvents,
     /** Claims of `members:<chatId>` make a chat's membership changes one at a time (below). */
-    private readonly claims?: SendClaims,
+    private readonly claims: SendClaims,
   ) {}
 
   /**
@@ -36,7 +27,6 @@ export class Chats {
    * messages (docs/architecture.md, "Membership changes and sends in flight").
    */
   private async exclusively<T>(chatId: string, change: () => Promise<T>): Promise<T> {
-    if (!this.claims) return change();
     const claim = await this.claims.claim(membersLock(chatId)).catch((err: unknown) => {
       // An unreachable Redis is answered as any outage is; this is the wait running out.
       if (isOutage(err)) throw err;

@@ -61,6 +61,12 @@ export class ConfigError extends Error {
   }
 }
 
+/** A configured service or port cannot be used (Redis unreachable, port taken, ...): the
+ * process says which variable to look at and exits 1. */
+export class StartupError extends Error {
+  override name = 'StartupError';
+}
+
 /**
  * Reads and checks the environment. All problems are reported together, each naming the
  * variable to change. Creates DATA_DIR, and on first start a JWT secret kept in it.

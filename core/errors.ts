@@ -19,6 +19,13 @@ export const errorStatus = {
 
 export type ErrorCode = keyof typeof errorStatus;
 
+/**
+ * Why a chat message sent over MQTT was refused: the `reason` of its `message.rejected` inbox
+ * event (docs/mqtt.md). Where a reason means what a REST code means, it is that code.
+ */
+export const rejectReasons = ['too_long', 'empty', 'invalid_payload', 'not_member', 'rate_limited'] as const;
+export type RejectReason = (typeof rejectReasons)[number];
+
 export class AppError extends Error {
   readonly code: ErrorCode;
   readonly statusCode: number;

@@ -1,3 +1,5 @@
+import type { RejectReason } from './errors.js';
+
 /**
  * What a client may publish to `chats/{chatId}/messages`: the JSON object
  * `{"text": "...", "clientMsgId": "..."}` and nothing else. Pure function, no I/O.
@@ -5,7 +7,6 @@
 export const MAX_TEXT_CODE_POINTS = 1000;
 export const MAX_CLIENT_MSG_ID = 64;
 
-export type RejectReason = 'too_long' | 'empty' | 'invalid_payload' | 'not_member' | 'rate_limited';
 
 /** On refusal, `clientMsgId` is the sender's key when that part was valid, so the client can
  * tell which of its pending sends failed. */

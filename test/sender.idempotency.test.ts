@@ -1,13 +1,17 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { createAedes } from '../broker/aedes.js';
+import { brokerOutbox } from '../broker/outbox.js';
+import { memoryPersistence } from '../broker/retained.js';
 import { StoreArchive } from '../core/archive.js';
 import { LocalBus } from '../core/bus.js';
 import { newId } from '../core/ids.js';
 import { Membership } from '../core/membership.js';
-import { Messenger } from '../core/messenger.js';
 import { Metrics } from '../core/metrics.js';
 import { LocalRateLimiter } from '../core/rate-limit.js';
+import { Sender } from '../core/sender.js';
 import { LocalSendClaims } from '../core/send-claims.js';
 import { LocalSequencer } from '../core/sequencer.js';
 import { SqliteStore } from '../core/store/sqlite.js';
@@ -19,18 +23,25 @@ import { tempDir } from './helpers/server.js';
  * duplicate, caught by the store's unique index when it is appended, and nothing is stored or
  * delivered for it.
  */
+const aedes = await createAedes({ persistence: memoryPersistence() });
+
 describe('a retry older than the send claims remember', () => {
   const dir = tempDir('chat-idem-');
   const store = new SqliteStore(join(dir, 'chat.db'));
   const bus = new LocalBus();
   const archive = new StoreArchive(store);
-  const messenger = new Messenger({
+  const sender = new Sender({
     sequencer: new LocalSequencer((chatId) => store.maxSeq(chatId)),
     archive,
-    membership: new Membership(store, bus),
+    membership: new Membership(store, bus, {
+      onError: (err) => {
+        throw err;
+      },
+      connectedHere: () => false,
+    }),
     rateLimiter: new LocalRateLimiter(100, 100),
     claims: new LocalSendClaims(1), // remembers one key: every other send pushes the previous one out
-    bus,
+    outbox: brokerOutbox(aedes, pino({ level: 'silent' })),
     metrics: new Metrics(),
     maxInFlight: 10,
     onError: (err) => {
@@ -38,6 +49,7 @@ describe('a retry older than the send claims remember', () => {
     },
   });
   afterAll(async () => {
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
     await archive.close();
     await store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -47,7 +59,7 @@ describe('a retry older than the send claims remember', () => {
     const now = Date.now();
     const owner = await store.createUser({ id: newId(), username: 'idem', displayName: 'Idem', passwordHash: 'x', createdAt: now });
     const chat = await store.createGroupChat({ id: newId(), name: 'g', visibility: 'private', ownerId: owner.id, memberIds: [owner.id], createdAt: now });
-    const send = (clientMsgId: string) => messenger.send(owner, chat.id, Buffer.from(JSON.stringify({ text: `text of ${clientMsgId}`, clientMsgId })));
+    const send = (clientMsgId: string) => sender.send(owner, chat.id, Buffer.from(JSON.stringify({ text: `text of ${clientMsgId}`, clientMsgId })));
 
     const first = await send('a');
     expect(first.status).toBe('accepted');

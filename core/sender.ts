@@ -1,27 +1,15 @@
 import type { Archive } from './archive.js';
-import type { ControlBus, MembershipEvent } from './bus.js';
-import type { Envelope, MessageEnvelope, SystemEnvelope, SystemEvent } from './envelope.js';
+import type { MessageEnvelope } from './envelope.js';
+import type { RejectReason } from './errors.js';
 import { Gate } from './gate.js';
 import { newId } from './ids.js';
 import type { Membership } from './membership.js';
 import type { Metrics } from './metrics.js';
+import type { Outbox } from './outbox.js';
 import type { RateLimiter } from './rate-limit.js';
 import { type ClaimHold, type SendClaims, type SentRef, sendKey } from './send-claims.js';
-import { type RejectReason, parseSend } from './send-rules.js';
+import { parseSend } from './send-rules.js';
 import type { Sequencer } from './sequencer.js';
-import type { ChatRecord } from './store/store.js';
-
-/** Events a user receives on `users/{userId}/inbox`. */
-export type InboxEvent =
-  | { type: 'message.rejected'; chatId: string; clientMsgId: string | null; reason: RejectReason }
-  | { type: 'chat.added'; chatId: string; number: number }
-  | { type: 'chat.removed'; chatId: string; number: number };
-
-/** How envelopes and inbox events reach MQTT subscribers; provided by the broker. */
-export interface Delivery {
-  toChat(envelope: Envelope): void;
-  toInbox(userId: string, event: InboxEvent): void;
-}
 
 /** How often a send reads its chat's members again before giving up (the client retries). */
 const MAX_STALE_RETRIES = 5;
@@ -32,9 +20,12 @@ export type SendResult =
   | { status: 'duplicate'; sent: SentRef }
   | { status: 'rejected'; reason: RejectReason };
 
-export class Messenger {
-  private delivery: Delivery | null = null;
-
+/**
+ * The send pipeline: a chat message published over MQTT, from its payload to a durable,
+ * numbered envelope (or a refusal told to the sender's inbox). docs/architecture.md, "A chat
+ * message", walks it step by step.
+ */
+export class Sender {
   constructor(
     private readonly deps: {
       sequencer: Sequencer;
@@ -42,7 +33,7 @@ export class Messenger {
       membership: Membership;
       rateLimiter: RateLimiter;
       claims: SendClaims;
-      bus: ControlBus;
+      outbox: Outbox;
       metrics: Metrics;
       /** Sends in the pipeline at once (from the membership check until durable); more wait. */
       maxInFlight: number;
@@ -58,10 +49,6 @@ export class Messenger {
   private readonly count: (labels?: Record<string, string>) => void;
   private readonly latency: (seconds: number, labels?: Record<string, string>) => void;
   private readonly gate: Gate;
-
-  setDelivery(delivery: Delivery) {
-    this.delivery = delivery;
-  }
 
   async send(sender: { id: string; displayName: string }, chatId: string, payload: Uint8Array): Promise<SendResult> {
     const started = performance.now();
@@ -162,64 +149,9 @@ export class Messenger {
     return { status: 'duplicate', sent: { id: sent.id, seq: sent.seq } };
   }
 
-  // ---- system messages for membership changes made over REST; only a failed announcement throws
-
-  async chatCreated(chat: ChatRecord, actorId: string): Promise<void> {
-    await this.announce({ type: 'member.added', chatId: chat.id, userIds: chat.memberIds, memberIds: chat.memberIds, version: chat.membersVersion });
-    await this.system(chat.id, 'chat.created', actorId);
-    for (const userId of chat.memberIds) this.delivery?.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
-  }
-
-  async membersAdded(chat: ChatRecord, userIds: readonly string[], actorId: string): Promise<void> {
-    if (userIds.length === 0) return;
-    // The joins are numbered before the caches learn of them, so a new member's first message
-    // always comes after its member.joined (a removal goes the other way round: see below).
-    for (const userId of userIds) await this.system(chat.id, 'member.joined', userId, userId === actorId ? undefined : actorId);
-    await this.announce({ type: 'member.added', chatId: chat.id, userIds: [...userIds], memberIds: chat.memberIds, version: chat.membersVersion });
-    for (const userId of userIds) this.delivery?.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
-  }
-
-  async memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<void> {
-    // The caches learn of a removal before it is numbered, so no send of the removed member is
-    // numbered after it (Sequencer.nextIf), and no delivery reaches them after it.
-    await this.announce({ type: 'member.removed', chatId: chat.id, userId, memberIds: chat.memberIds, version: chat.membersVersion });
-    if (userId === actorId) await this.system(chat.id, 'member.left', userId);
-    else await this.system(chat.id, 'member.removed', userId, actorId);
-    this.delivery?.toInbox(userId, { type: 'chat.removed', chatId: chat.id, number: chat.number });
-  }
-
-  /**
-   * Announces a committed membership change to every node. If the bus fails (Redis unreachable),
-   * the change stays in the store unannounced: the REST request fails (503) and, for a removal,
-   * no system message is written. Nodes apply it when they next read the chat (after the bus
-   * comes back, on a stale send, or with the next change): docs/architecture.md, "Membership
-   * changes and sends in flight".
-   */
-  private async announce(event: MembershipEvent): Promise<void> {
-    try {
-      await this.deps.bus.publish(event);
-    } catch (err) {
-      this.deps.onError(err, `announcing ${event.type} in chat ${event.chatId} (stored, not announced)`);
-      throw err;
-    }
-  }
-
-  private async system(chatId: string, event: SystemEvent, userId: string, actorId?: string): Promise<void> {
-    try {
-      const envelope: SystemEnvelope = {
-        type: 'system', id: newId(), chatId, seq: await this.deps.sequencer.next(chatId), event, userId,
-        ...(actorId === undefined ? {} : { actorId }), createdAt: new Date().toISOString(),
-      };
-      await this.deps.archive.append(envelope);
-      this.delivery?.toChat(envelope);
-    } catch (err) {
-      this.deps.onError(err, `system message ${event} in chat ${chatId}`);
-    }
-  }
-
   private reject(senderId: string, chatId: string, clientMsgId: string | null, reason: RejectReason): SendResult {
     this.count({ result: 'rejected', reason });
-    this.delivery?.toInbox(senderId, { type: 'message.rejected', chatId, clientMsgId, reason });
+    this.deps.outbox.toInbox(senderId, { type: 'message.rejected', chatId, clientMsgId, reason });
     return { status: 'rejected', reason };
   }
 }

@@ -2,7 +2,7 @@ import AsyncRedisPersistence from 'aedes-persistence-redis/asyncPersistence.js';
 import { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { MQEmitterRedisPrefix } from 'mqemitter-redis';
-import { redisReady } from './client.js';
+import { redisReady } from '../core/redis/client.js';
 
 /**
  * What clusters Aedes nodes through Redis: mqemitter-redis carries every publish between nodes

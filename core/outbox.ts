@@ -1,0 +1,21 @@
+import type { Envelope } from './envelope.js';
+import type { RejectReason } from './errors.js';
+
+/** Events a user receives on `users/{userId}/inbox` (docs/mqtt.md). */
+export type InboxEvent =
+  | { type: 'message.rejected'; chatId: string; clientMsgId: string | null; reason: RejectReason }
+  | { type: 'chat.added'; chatId: string; number: number }
+  | { type: 'chat.removed'; chatId: string; number: number };
+
+/**
+ * Where the services hand what MQTT subscribers must receive: envelopes on a chat's stream,
+ * events in a user's inbox. The broker provides it (broker/outbox.ts) before any service is
+ * built, so nothing is ever handed to an outbox that is not there yet.
+ *
+ * Contract: fire and forget; a delivery that fails is logged by the outbox, never thrown (the
+ * envelope is durable already, and clients catch up from history).
+ */
+export interface Outbox {
+  toChat(envelope: Envelope): void;
+  toInbox(userId: string, event: InboxEvent): void;
+}

@@ -1,0 +1,36 @@
+import type { AedesBackends } from '../broker/aedes.js';
+import type { ControlBus } from '../core/bus.js';
+import type { Config } from '../core/config.js';
+import type { PresenceRegistry } from '../core/presence.js';
+import type { RateLimiter } from '../core/rate-limit.js';
+import { LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND } from '../core/rules.js';
+import type { SendClaims } from '../core/send-claims.js';
+import type { Sequencer } from '../core/sequencer.js';
+
+/**
+ * What a deployment shares between its nodes, or keeps in its one process: each seam's
+ * contract is in its own file under core/. One factory per deployment builds all of them:
+ * `inProcessSeams` (seams/in-process.ts, the embedded default) and `redisSeams`
+ * (seams/redis.ts, REDIS_URL). The archive is chosen on its own (seams/archive.ts, AMQP_URL).
+ */
+export interface Seams {
+  bus: ControlBus;
+  sequencer: Sequencer;
+  presence: PresenceRegistry;
+  sendLimiter: RateLimiter;
+  sendClaims: SendClaims;
+  typingLimiter: RateLimiter;
+  loginFailures: RateLimiter;
+  /** Aedes' emitter and persistence for this deployment. */
+  aedes: AedesBackends;
+  close(): Promise<void>;
+}
+
+/** The rate limits every deployment applies, as (burst, per second) per limiter. */
+export function rateLimits(config: Config): Record<'send' | 'typing' | 'login', { burst: number; perSecond: number }> {
+  return {
+    send: { burst: config.limits.sendBurst, perSecond: config.limits.sendRate },
+    typing: { burst: TYPING_BURST, perSecond: TYPING_PER_SECOND },
+    login: { burst: LOGIN_FAILURE_BURST, perSecond: LOGIN_FAILURE_PER_SECOND },
+  };
+}
