@@ -8,11 +8,12 @@ import type { ChatRecord } from './store/store.js';
 
 /** What happens after a membership change is committed (core/chats.ts): the other nodes'
  * membership caches learn of it, the chat's stream gets its system messages, the users
- * concerned get inbox events. */
+ * concerned get inbox events. Each resolves with the highest seq of the system messages it
+ * stored (0 if none could be): the chat's lastSeq after the change. */
 export interface ChatEvents {
-  chatCreated(chat: ChatRecord, actorId: string): Promise<void>;
-  membersAdded(chat: ChatRecord, userIds: readonly string[], actorId: string): Promise<void>;
-  memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<void>;
+  chatCreated(chat: ChatRecord, actorId: string): Promise<number>;
+  membersAdded(chat: ChatRecord, userIds: readonly string[], actorId: string): Promise<number>;
+  memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<number>;
 }
 
 type SystemMessage = { event: SystemEvent; userId: string; actorId?: string | undefined };
@@ -32,27 +33,30 @@ export class ChatEventPublisher implements ChatEvents {
     },
   ) {}
 
-  async chatCreated(chat: ChatRecord, actorId: string): Promise<void> {
+  async chatCreated(chat: ChatRecord, actorId: string): Promise<number> {
     await this.announce({ type: 'member.added', chatId: chat.id, userIds: chat.memberIds, memberIds: chat.memberIds, version: chat.membersVersion });
-    await this.system(chat.id, [{ event: 'chat.created', userId: actorId }]);
+    const lastSeq = await this.system(chat.id, [{ event: 'chat.created', userId: actorId }]);
     for (const userId of chat.memberIds) this.deps.outbox.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
+    return lastSeq;
   }
 
-  async membersAdded(chat: ChatRecord, userIds: readonly string[], actorId: string): Promise<void> {
-    if (userIds.length === 0) return;
+  async membersAdded(chat: ChatRecord, userIds: readonly string[], actorId: string): Promise<number> {
+    if (userIds.length === 0) return 0;
     // The joins are numbered before the caches learn of them, so a new member's first message
     // always comes after its member.joined (a removal goes the other way round: see below).
-    await this.system(chat.id, userIds.map((userId) => ({ event: 'member.joined', userId, actorId: userId === actorId ? undefined : actorId })));
+    const lastSeq = await this.system(chat.id, userIds.map((userId) => ({ event: 'member.joined', userId, actorId: userId === actorId ? undefined : actorId })));
     await this.announce({ type: 'member.added', chatId: chat.id, userIds: [...userIds], memberIds: chat.memberIds, version: chat.membersVersion });
     for (const userId of userIds) this.deps.outbox.toInbox(userId, { type: 'chat.added', chatId: chat.id, number: chat.number });
+    return lastSeq;
   }
 
-  async memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<void> {
+  async memberRemoved(chat: ChatRecord, userId: string, actorId: string): Promise<number> {
     // The caches learn of a removal before it is numbered, so no send of the removed member is
     // numbered after it (Sequencer.nextIf), and no delivery reaches them after it.
     await this.announce({ type: 'member.removed', chatId: chat.id, userId, memberIds: chat.memberIds, version: chat.membersVersion });
-    await this.system(chat.id, [userId === actorId ? { event: 'member.left', userId } : { event: 'member.removed', userId, actorId }]);
+    const lastSeq = await this.system(chat.id, [userId === actorId ? { event: 'member.left', userId } : { event: 'member.removed', userId, actorId }]);
     this.deps.outbox.toInbox(userId, { type: 'chat.removed', chatId: chat.id, number: chat.number });
+    return lastSeq;
   }
 
   /**
@@ -74,9 +78,9 @@ export class ChatEventPublisher implements ChatEvents {
   /**
    * One change's system messages, numbered in order and appended together, so that the archive
    * commits them as one batch (a group created with 100 members: one commit, not 100), then
-   * delivered in seq order.
+   * delivered in seq order. Resolves with the highest seq stored (0 if none).
    */
-  private async system(chatId: string, messages: readonly SystemMessage[]): Promise<void> {
+  private async system(chatId: string, messages: readonly SystemMessage[]): Promise<number> {
     const envelopes: SystemEnvelope[] = [];
     try {
       for (const { event, userId, actorId } of messages) {
@@ -89,10 +93,13 @@ export class ChatEventPublisher implements ChatEvents {
       this.deps.onError(err, `numbering system messages in chat ${chatId}`);
     }
     const appended = await Promise.allSettled(envelopes.map((envelope) => this.deps.archive.append(envelope)));
+    let lastSeq = 0;
     appended.forEach((result, i) => {
       const envelope = envelopes[i]!;
-      if (result.status === 'fulfilled') this.deps.outbox.toChat(envelope);
-      else this.deps.onError(result.reason, `system message ${envelope.event} in chat ${chatId}`);
+      if (result.status === 'rejected') return this.deps.onError(result.reason, `system message ${envelope.event} in chat ${chatId}`);
+      this.deps.outbox.toChat(envelope);
+      lastSeq = envelope.seq;
     });
+    return lastSeq;
   }
 }

@@ -46,13 +46,11 @@ export class Chats {
     if (otherId === callerId) throw invalidInput('a direct chat needs another user');
     await this.requireUsers([otherId]);
     const id = newId();
-    const result = await this.exclusively(id, async () => {
+    return this.exclusively(id, async () => {
       const made = await this.store.createDirectChat({ id, userIds: [callerId, otherId], createdAt: Date.now() });
-      if (made.created) await this.events.chatCreated(made.chat, callerId);
-      return made;
+      if (!made.created) return made;
+      return { chat: after(made.chat, await this.events.chatCreated(made.chat, callerId)), created: true };
     });
-    if (!result.created) return result;
-    return { chat: await this.reload(result.chat), created: true };
   }
 
   async createGroup(callerId: string, input: { name: string; memberIds: readonly string[]; visibility?: Visibility | undefined }): Promise<ChatRecord> {
@@ -62,12 +60,10 @@ export class Chats {
     if (memberIds.length > MAX_GROUP_MEMBERS) throw groupFull(MAX_GROUP_MEMBERS);
     await this.requireUsers(memberIds);
     const id = newId();
-    const chat = await this.exclusively(id, async () => {
+    return this.exclusively(id, async () => {
       const made = await this.store.createGroupChat({ id, name, visibility: input.visibility ?? 'private', ownerId: callerId, memberIds, createdAt: Date.now() });
-      await this.events.chatCreated(made, callerId);
-      return made;
+      return after(made, await this.events.chatCreated(made, callerId));
     });
-    return this.reload(chat);
   }
 
   /** Members see any chat; everyone sees public groups. */
@@ -96,12 +92,10 @@ export class Chats {
     // getByNumber has already refused non-members of private chats (not_member).
     if (chat.ownerId !== callerId && !joiningSelf) throw forbidden('only the owner can add other members');
     await this.requireUsers(userIds);
-    const result = await this.exclusively(chat.id, async () => {
+    return this.exclusively(chat.id, async () => {
       const changed = await this.store.addMembers(chat.id, userIds, MAX_GROUP_MEMBERS, Date.now());
-      await this.events.membersAdded(changed.chat, changed.added, callerId);
-      return changed;
+      return { chat: after(changed.chat, await this.events.membersAdded(changed.chat, changed.added, callerId)), added: changed.added };
     });
-    return { chat: await this.reload(result.chat), added: result.added };
   }
 
   /** A member leaves, or the owner removes a member. */
@@ -129,11 +123,6 @@ export class Chats {
     return this.store.listMessages(chatId, range);
   }
 
-  /** The chat as stored after its system messages (their seqs raise lastSeq). */
-  private async reload(chat: ChatRecord): Promise<ChatRecord> {
-    return (await this.store.getChat(chat.id)) ?? chat;
-  }
-
   private async requireUsers(ids: readonly string[]): Promise<void> {
     const unique = [...new Set(ids)];
     const found = new Set((await this.store.getUsers(unique)).map((u) => u.id));
@@ -141,5 +130,8 @@ export class Chats {
     if (missing.length > 0) throw notFound(`unknown user id${missing.length > 1 ? 's' : ''}: ${missing.slice(0, 5).join(', ')}`);
   }
 }
+
+/** The chat as its change left it: lastSeq counts the change's system messages. */
+const after = (chat: ChatRecord, lastSeq: number): ChatRecord => (lastSeq > chat.lastSeq ? { ...chat, lastSeq } : chat);
 
 const isPublic = (chat: ChatRecord) => chat.type === 'group' && chat.visibility === 'public';
