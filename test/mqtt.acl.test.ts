@@ -1,9 +1,9 @@
-import { connect as netConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../core/ids.js';
 import { MAX_CONNECTIONS_PER_USER } from '../core/rules.js';
 import { issueToken } from '../core/tokens.js';
 import { type Connected, closed, connackCode, connectAs, sleep, subscribeGranted, until } from './helpers/mqtt.js';
+import { connectPacket, rawConnackCode } from './helpers/raw-mqtt.js';
 import { type Json, TEST_SECRET, type TestServer, type UserDto, startTestServer } from './helpers/server.js';
 
 /**
@@ -21,57 +21,6 @@ const typingTopic = (chatId: string) => `chats/${chatId}/typing`;
 const inboxTopic = (userId: string) => `users/${userId}/inbox`;
 const presenceTopic = (userId: string) => `users/${userId}/presence`;
 const REFUSED = 128;
-
-/** A hand-written MQTT 3.1.1 CONNECT, for what mqtt.js will not send (an empty client id with a
- * persistent session, a password without a username). Resolves with the CONNACK return code. */
-function rawConnack(port: number, o: { clientId: string; clean: boolean; username?: string; password?: string }): Promise<number> {
-  const str = (s: string) => {
-    const b = Buffer.from(s, 'utf8');
-    const len = Buffer.alloc(2);
-    len.writeUInt16BE(b.length);
-    return Buffer.concat([len, b]);
-  };
-  let flags = o.clean ? 0x02 : 0x00;
-  const payload = [str(o.clientId)];
-  if (o.username !== undefined) {
-    flags |= 0x80;
-    payload.push(str(o.username));
-  }
-  if (o.password !== undefined) {
-    flags |= 0x40;
-    payload.push(str(o.password));
-  }
-  const body = Buffer.concat([str('MQTT'), Buffer.from([4, flags, 0, 30]), ...payload]);
-  const remaining: number[] = [];
-  let n = body.length;
-  do {
-    let digit = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) digit |= 0x80;
-    remaining.push(digit);
-  } while (n > 0);
-  const packet = Buffer.concat([Buffer.from([0x10, ...remaining]), body]);
-
-  return new Promise((resolve, reject) => {
-    const socket = netConnect(port, '127.0.0.1', () => socket.write(packet));
-    let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => finish(new Error('no CONNACK within 5 s')), 5000);
-    const finish = (result: number | Error) => {
-      clearTimeout(timer);
-      socket.destroy();
-      if (typeof result === 'number') resolve(result);
-      else reject(result);
-    };
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (buf.length < 4) return;
-      if (buf[0] !== 0x20 || buf[1] !== 0x02) return finish(new Error(`not a CONNACK: ${buf.toString('hex')}`));
-      finish(buf[3]!);
-    });
-    socket.on('error', (err) => finish(err));
-    socket.on('close', () => finish(new Error('closed without CONNACK')));
-  });
-}
 
 describe('MQTT access control', () => {
   let srv: TestServer;
@@ -325,8 +274,10 @@ describe('MQTT access control', () => {
 
     it('allows a persistent session (clean: false) under the own id, and refuses it with an empty client id (CONNACK 2)', async () => {
       expect(await connackCode(srv, { username: owner.user.username, password: owner.token, clientId: `${owner.user.id}/tablet`, clean: false })).toBe(0);
-      expect(await rawConnack(srv.mqttPort, { clientId: '', clean: false, username: owner.user.username, password: owner.token })).toBe(2);
-      expect(await rawConnack(srv.mqttPort, { clientId: '', clean: true, username: owner.user.username, password: owner.token })).toBe(0);
+      // Raw bytes: mqtt.js will not send an empty client id with a persistent session.
+      const emptyId = (clean: boolean) => connectPacket({ clientId: '', clean, username: owner.user.username, password: owner.token, keepalive: 30 });
+      expect(await rawConnackCode(srv.mqttPort, emptyId(false))).toBe(2);
+      expect(await rawConnackCode(srv.mqttPort, emptyId(true))).toBe(0);
     });
 
     it("refuses another user's client id over WebSocket too", async () => {
@@ -381,7 +332,9 @@ describe('MQTT access control', () => {
     });
 
     it('refuses a token without a username (CONNACK 4 or 5)', async () => {
-      expect([4, 5]).toContain(await rawConnack(srv.mqttPort, { clientId: me.user.id, clean: true, password: me.token }));
+      // Raw bytes: mqtt.js will not send a password without a username.
+      const packet = connectPacket({ clientId: me.user.id, clean: true, password: me.token, keepalive: 30 });
+      expect([4, 5]).toContain(await rawConnackCode(srv.mqttPort, packet));
     });
   });
 

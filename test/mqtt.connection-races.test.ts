@@ -1,7 +1,7 @@
 import { connect as tcpConnect } from 'node:net';
-import mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectAs } from './helpers/mqtt.js';
+import { connectPacket } from './helpers/raw-mqtt.js';
 import { type TestServer, type UserDto, startTestServer } from './helpers/server.js';
 
 /**
@@ -26,10 +26,7 @@ describe('connections that close during CONNECT', () => {
       socket.on('error', () => {});
       socket.on('close', () => resolve());
       socket.on('connect', () => {
-        socket.write(mqttPacket.generate({
-          cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId,
-          username: who.user.username, password: Buffer.from(who.token),
-        }));
+        socket.write(connectPacket({ clientId, username: who.user.username, password: who.token, keepalive: 30 }));
         if (when === 'at-once') socket.destroy();
       });
       socket.on('data', () => socket.destroy());

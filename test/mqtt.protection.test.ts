@@ -6,7 +6,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES, TYPING_BURST } from '../core/rules.js';
 import { type Connected, type Transport, closed, connectAs, sleep, subscribeGranted } from './helpers/mqtt.js';
-import { CONNACK_OK, Raw, chatPacketOfSize, connectPacket, publishHeader, publishPacket, puback, rawConnected } from './helpers/raw-mqtt.js';
+import {
+  CONNACK_OK, CONNECT_BYTE, PUBLISH_QOS1_BYTE, Raw, chatPacketOfSize, connectPacket, fiveByteLengthHeader, publishHeader, publishPacket, puback, rawConnected,
+} from './helpers/raw-mqtt.js';
 import { type SeededUser, seed } from './helpers/seed.js';
 import { type Json, TEST_TLS, type TestServer, startTestServer, tempDir } from './helpers/server.js';
 
@@ -355,7 +357,9 @@ describe('malformed MQTT closes the connection and the server stays up', () => {
     const raw = new Raw(srv.mqttPort);
     raws.push(raw);
     await raw.opened();
-    await raw.write(Buffer.from('100c00044d5154540602003c0000', 'hex'));
+    const reported = connectPacket({ clientId: '', level: 6 });
+    expect(reported.toString('hex')).toBe('100c00044d5154540602003c0000'); // byte for byte the report's
+    await raw.write(reported);
     await raw.closedWithin(5000);
     expect(raw.data.toString('hex')).toBe('20020001');
     // Level 3 ('MQIsdp'), without a token: refused as not authorized (0x04 here: bad credentials), not as a level.
@@ -393,7 +397,7 @@ describe('malformed MQTT closes the connection and the server stays up', () => {
   it('a fifth remaining-length byte (after a valid CONNECT)', async () => {
     const raw = await rawConnected(srv, alice);
     raws.push(raw);
-    await raw.write(Buffer.from([0x32, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00]));
+    await raw.write(Buffer.concat([fiveByteLengthHeader(PUBLISH_QOS1_BYTE), Buffer.from([0x00])]));
     await raw.closedWithin(5000);
     expect(raw.closedByUs).toBe(false);
     await serverStillServes();
@@ -404,7 +408,7 @@ describe('malformed MQTT closes the connection and the server stays up', () => {
     raws.push(raw);
     await raw.opened();
     // CONNECT whose length field never ends within 4 bytes (value 0 so far: not an oversize packet).
-    await raw.write(Buffer.from([0x10, 0x80, 0x80, 0x80, 0x80, 0x01]));
+    await raw.write(fiveByteLengthHeader(CONNECT_BYTE));
     await raw.closedWithin(5000);
     expect(raw.closedByUs).toBe(false);
     await serverStillServes();

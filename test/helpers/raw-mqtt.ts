@@ -27,26 +27,49 @@ export const str = (s: string | Buffer) => {
   return Buffer.concat([len, b]);
 };
 
-export function connectPacket(o: { clientId: string; username?: string; password?: string; protocol?: string; level?: number }): Buffer {
-  let flags = 0x02; // clean session
+/** First bytes of a fixed header (MQTT 3.1.1 §2.2): packet type and flags. */
+export const CONNECT_BYTE = 0x10;
+export const PUBLISH_QOS1_BYTE = 0x32;
+
+/** What a CONNECT says. Defaults: protocol 'MQTT', level 4 (3.1.1), a clean session, a keep
+ * alive of 60 s; a username or password flag and field only when given. */
+export interface ConnectFields {
+  clientId: string;
+  username?: string | undefined;
+  password?: string | undefined;
+  protocol?: string | undefined;
+  level?: number | undefined;
+  clean?: boolean | undefined;
+  keepalive?: number | undefined;
+}
+
+/** A CONNECT packet, also one mqtt.js will not send: an empty client id with a persistent
+ * session, a password without a username, an unknown protocol name or level. */
+export function connectPacket(o: ConnectFields): Buffer {
+  let flags = (o.clean ?? true) ? 0x02 : 0x00;
   if (o.username !== undefined) flags |= 0x80;
   if (o.password !== undefined) flags |= 0x40;
-  const variable = Buffer.concat([str(o.protocol ?? 'MQTT'), Buffer.from([o.level ?? 4, flags, 0, 60])]);
+  const keepalive = o.keepalive ?? 60;
+  const variable = Buffer.concat([str(o.protocol ?? 'MQTT'), Buffer.from([o.level ?? 4, flags, keepalive >> 8, keepalive & 0xff])]);
   const payload = Buffer.concat([
     str(o.clientId),
     ...(o.username !== undefined ? [str(o.username)] : []),
     ...(o.password !== undefined ? [str(o.password)] : []),
   ]);
   const body = Buffer.concat([variable, payload]);
-  return Buffer.concat([Buffer.from([0x10]), varint(body.length), body]);
+  return Buffer.concat([Buffer.from([CONNECT_BYTE]), varint(body.length), body]);
 }
+
+/** A malformed fixed header: its remaining length goes on to a fifth byte (MQTT 3.1.1 §2.2.3
+ * allows four), the first four worth 0, so the packet is not an oversize one either. */
+export const fiveByteLengthHeader = (first: number) => Buffer.from([first, 0x80, 0x80, 0x80, 0x80, 0x01]);
 
 /** The fixed and variable header of a QoS 1 PUBLISH whose payload is `payloadLength` bytes. */
 export function publishHeader(topic: string, payloadLength: number, packetId: number): Buffer {
   const id = Buffer.alloc(2);
   id.writeUInt16BE(packetId);
   const variable = Buffer.concat([str(topic), id]);
-  return Buffer.concat([Buffer.from([0x32]), varint(variable.length + payloadLength), variable]);
+  return Buffer.concat([Buffer.from([PUBLISH_QOS1_BYTE]), varint(variable.length + payloadLength), variable]);
 }
 
 export const publishPacket = (topic: string, payload: Buffer, packetId: number) => Buffer.concat([publishHeader(topic, payload.length, packetId), payload]);
@@ -106,15 +129,25 @@ export class Raw {
 
   /** Resolves once the received bytes contain `bytes` (rejects after `ms`, or when closed). */
   waitForBytes(bytes: Buffer, ms = 5000): Promise<void> {
+    return this.waitForData(() => this.data.includes(bytes), bytes.toString('hex'), ms);
+  }
+
+  /** Resolves once at least `count` bytes have arrived (rejects after `ms`, or when closed). */
+  waitForLength(count: number, ms = 5000): Promise<void> {
+    return this.waitForData(() => this.data.length >= count, `${count} bytes`, ms);
+  }
+
+  private waitForData(enough: () => boolean, what: string, ms: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${bytes.toString('hex')} within ${ms} ms; got ${this.data.toString('hex').slice(0, 200)}`)), ms);
+      const got = () => `got ${this.data.toString('hex').slice(0, 200)}${this.errors.length > 0 ? ` (${this.errors.join(', ')})` : ''}`;
+      const timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms; ${got()}`)), ms);
       const check = () => {
-        if (this.data.includes(bytes)) {
+        if (enough()) {
           clearTimeout(timer);
           resolve();
         } else if (this.socket.destroyed) {
           clearTimeout(timer);
-          reject(new Error(`closed without ${bytes.toString('hex')}; got ${this.data.toString('hex').slice(0, 200)}`));
+          reject(new Error(`closed without ${what}; ${got()}`));
         } else this.waiters.push(check);
       };
       check();
@@ -156,6 +189,22 @@ export async function rawConnected(srv: { mqttPort: number }, who: Who, opts: Ra
   await raw.waitForBytes(CONNACK_OK);
   raw.data = Buffer.alloc(0);
   return raw;
+}
+
+/** Sends `connect` (a CONNECT packet) on a fresh TCP connection, then closes it; resolves with
+ * the return code of the CONNACK the server answered (rejects when the first bytes are not a
+ * CONNACK, or none came within `ms`). */
+export async function rawConnackCode(port: number, connect: Buffer, ms = 5000): Promise<number> {
+  const raw = new Raw(port);
+  try {
+    await raw.opened();
+    await raw.write(connect);
+    await raw.waitForLength(4, ms);
+    if (raw.data[0] !== 0x20 || raw.data[1] !== 0x02) throw new Error(`not a CONNACK: ${raw.data.toString('hex')}`);
+    return raw.data[3]!;
+  } finally {
+    raw.destroy();
+  }
 }
 
 /** A SUBSCRIBE of `topics` at QoS 1. */
