@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Connected, closed, connectAs } from './helpers/mqtt.js';
 import { tearDown } from './helpers/deployment.js';
+import { pollUntil } from './helpers/poll.js';
 import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
 import { TcpProxy } from './helpers/proxy.js';
 import { type Json, tempDir } from './helpers/server.js';
@@ -63,13 +64,8 @@ describe('a scaled-out node when Redis or RabbitMQ is unreachable', () => {
   const stored = async () =>
     ((await node.http.get(`/api/messages/${chat.id}?after=0&limit=100`, who.token)).body.messages as Json[])
       .filter((m) => m.type === 'message').map((m) => m.clientMsgId as string);
-  const eventually = async (check: () => Promise<boolean>, ms = 30_000) => {
-    const deadline = Date.now() + ms;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error('condition not met in time');
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
+  /** How long a check may take to hold once the service is back. */
+  const recovery = { within: 30_000, every: 200 };
 
   it('RabbitMQ away: no PUBACK and the node stays up; back: the retried send lands exactly once', async () => {
     const c = await connect();
@@ -82,13 +78,14 @@ describe('a scaled-out node when Redis or RabbitMQ is unreachable', () => {
 
     await amqpProxy.restore();
     // The client retries its unacknowledged send (same clientMsgId) until the node accepts it.
-    await eventually(async () => {
+    const retried = await pollUntil(async () => {
       const retry = await connect();
       const ok = await acked(retry, 'during-amqp-outage');
       retry.client.end(true); // not end(false): it would wait for the unacknowledged publish
       return ok;
-    });
-    await eventually(async () => (await stored()).includes('during-amqp-outage'));
+    }, recovery);
+    expect(retried, 'a retry acknowledged once RabbitMQ is back').toBe(true);
+    expect(await pollUntil(async () => (await stored()).includes('during-amqp-outage'), recovery), 'the retried send stored').toBe(true);
     const ids = await stored();
     expect(ids.filter((id) => id === 'during-amqp-outage')).toHaveLength(1);
     expect(ids).toContain('before');
@@ -105,14 +102,15 @@ describe('a scaled-out node when Redis or RabbitMQ is unreachable', () => {
     expect(node.child.exitCode).toBeNull();
 
     await redisProxy.restore();
-    await eventually(async () => {
+    const sent = await pollUntil(async () => {
       const again = await connect().catch(() => null);
       if (!again) return false;
       const ok = await acked(again, 'after-redis-outage');
       again.client.end(true);
       return ok;
-    });
-    await eventually(async () => (await stored()).includes('after-redis-outage'));
+    }, recovery);
+    expect(sent, 'a send acknowledged once Redis is back').toBe(true);
+    expect(await pollUntil(async () => (await stored()).includes('after-redis-outage'), recovery), 'the send stored').toBe(true);
     expect(node.child.exitCode).toBeNull();
   }, 60_000);
 });

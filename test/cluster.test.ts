@@ -1,7 +1,8 @@
 import { once } from 'node:events';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type Connected, closed, connectAs, subscribeGranted, until } from './helpers/mqtt.js';
+import { type Connected, closed, connectAs, subscribeGranted, waitForMessage } from './helpers/mqtt.js';
 import { testDeployment } from './helpers/deployment.js';
+import { pollUntil } from './helpers/poll.js';
 import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
 import type { Json } from './helpers/server.js';
 
@@ -48,9 +49,9 @@ describe('a cluster of two broker nodes (Redis)', () => {
     await carol.client.subscribeAsync(gTopic, { qos: 1 });
 
     await alice.client.publishAsync(dTopic, JSON.stringify({ text: 'hi from node 1', clientMsgId: 'd1' }), { qos: 1 });
-    expect((await until(bob, dTopic, (m) => m.json.clientMsgId === 'd1')).json).toMatchObject({ seq: 2, senderId: people.alice!.user.id });
+    expect((await waitForMessage(bob, dTopic, (m) => m.json.clientMsgId === 'd1')).json).toMatchObject({ seq: 2, senderId: people.alice!.user.id });
     await bob.client.publishAsync(dTopic, JSON.stringify({ text: 'hi from node 2', clientMsgId: 'd2' }), { qos: 1 });
-    expect((await until(alice, dTopic, (m) => m.json.clientMsgId === 'd2')).json.seq).toBe(3);
+    expect((await waitForMessage(alice, dTopic, (m) => m.json.clientMsgId === 'd2')).json.seq).toBe(3);
 
     await Promise.all(
       [alice, bob, carol].flatMap((c, who) => Array.from({ length: 10 }, (_, i) => c.client.publishAsync(gTopic, JSON.stringify({ text: `${who}:${i}`, clientMsgId: `g${who}-${i}` }), { qos: 1 }))),
@@ -80,11 +81,11 @@ describe('a cluster of two broker nodes (Redis)', () => {
     const observer = await connect(node2, 'bob');
     const aliceId = people.alice!.user.id;
     await observer.client.subscribeAsync(`users/${aliceId}/presence`, { qos: 1 });
-    await until(observer, `users/${aliceId}/presence`, (m) => m.json.status === 'online');
+    await waitForMessage(observer, `users/${aliceId}/presence`, (m) => m.json.status === 'online');
 
     node1.child.kill('SIGKILL');
     await once(node1.child, 'exit');
-    const offline = await until(observer, `users/${aliceId}/presence`, (m) => m.json.status === 'offline', 30_000);
+    const offline = await waitForMessage(observer, `users/${aliceId}/presence`, (m) => m.json.status === 'offline', 30_000);
     expect(offline.json.userId).toBe(aliceId);
     expect((await node2.http.get('/api/users', people.bob!.token)).body.users.map((u: Json) => u.username)).not.toContain('alice');
 
@@ -92,7 +93,7 @@ describe('a cluster of two broker nodes (Redis)', () => {
     const gTopic = `chats/${group.id}/messages`;
     await alice.client.subscribeAsync(gTopic, { qos: 1 });
     await alice.client.publishAsync(gTopic, JSON.stringify({ text: 'back, on node 2', clientMsgId: 'after-kill' }), { qos: 1 });
-    expect((await until(alice, gTopic, (m) => m.json.clientMsgId === 'after-kill')).json.seq).toBe(32);
+    expect((await waitForMessage(alice, gTopic, (m) => m.json.clientMsgId === 'after-kill')).json.seq).toBe(32);
   }, 45_000);
 });
 
@@ -132,14 +133,14 @@ describe('a cluster with the RabbitMQ archive (Redis + AMQP)', () => {
     await Promise.all(Array.from({ length: 12 }, (_, i) => send(evan, `evan-late-${i}`)));
 
     // History may lag the live stream by the archive delay: wait for node 2's worker.
-    let stored: Json[] = [];
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      stored = (await n2.http.get(`/api/messages/${chat.id}?after=0&limit=100`, who.evan!.token)).body.messages;
-      const ids = new Set(stored.filter((m: Json) => m.type === 'message').map((m: Json) => m.clientMsgId));
-      if (acked.every((id) => ids.has(id)) || Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const stored: Json[] = await pollUntil(async () => (await n2.http.get(`/api/messages/${chat.id}?after=0&limit=100`, who.evan!.token)).body.messages, {
+      done: (messages: Json[]) => {
+        const ids = new Set(messages.filter((m) => m.type === 'message').map((m) => m.clientMsgId));
+        return acked.every((id) => ids.has(id));
+      },
+      within: 20_000,
+      every: 100,
+    });
     const ids = stored.filter((m: Json) => m.type === 'message').map((m: Json) => m.clientMsgId as string);
     for (const id of acked) expect(ids).toContain(id);
     expect(new Set(ids).size).toBe(ids.length); // no duplicate
@@ -178,19 +179,17 @@ describe('separate broker, api and worker processes (ROLES)', () => {
     await gus.client.subscribeAsync([topic, `users/${who.gus!.user.id}/inbox`], { qos: 1 });
 
     await fay.client.publishAsync(topic, JSON.stringify({ text: 'split roles', clientMsgId: 'r1' }), { qos: 1 });
-    await until(gus, topic, (m) => m.json.clientMsgId === 'r1');
-    const deadline = Date.now() + 15_000;
-    let history: Json[] = [];
-    while (Date.now() < deadline) {
-      history = (await api!.http.get(`/api/messages/${chat.id}?after=0`, who.gus!.token)).body.messages;
-      if (history.some((m: Json) => m.clientMsgId === 'r1')) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitForMessage(gus, topic, (m) => m.json.clientMsgId === 'r1');
+    const history: Json[] = await pollUntil(async () => (await api!.http.get(`/api/messages/${chat.id}?after=0`, who.gus!.token)).body.messages, {
+      done: (messages: Json[]) => messages.some((m) => m.clientMsgId === 'r1'),
+      within: 15_000,
+      every: 100,
+    });
     expect(history.map((m: Json) => m.event ?? m.clientMsgId)).toEqual(['chat.created', 'r1']);
 
     // The api removes gus: the broker ends his subscription and his inbox says so.
     expect((await api!.http.delete(`/api/chats/${chat.number}/members/${who.gus!.user.id}`, who.fay!.token)).status).toBe(204);
-    await until(gus, `users/${who.gus!.user.id}/inbox`, (m) => m.json.type === 'chat.removed');
+    await waitForMessage(gus, `users/${who.gus!.user.id}/inbox`, (m) => m.json.type === 'chat.removed');
     // The api logs fay out: the broker closes her connection.
     expect((await api!.http.post('/api/users/logout', undefined, who.fay!.token)).status).toBe(204);
     await closed(fay.client, 3000);
@@ -221,14 +220,10 @@ describe('the archive worker process killed mid-stream (ROLES=worker)', () => {
     const second = await serverReady(launchServer({ ...env, ROLES: 'worker' }));
     procs.push(second);
 
-    const deadline = Date.now() + 20_000;
-    let ids: string[] = [];
-    while (Date.now() < deadline) {
+    const ids = await pollUntil(async () => {
       const messages = (await front.http.get(`/api/messages/${chat.id}?after=0&limit=100`, hana.token)).body.messages as Json[];
-      ids = messages.filter((m) => m.type === 'message').map((m) => m.clientMsgId as string);
-      if (ids.length >= 25) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+      return messages.filter((m) => m.type === 'message').map((m) => m.clientMsgId as string);
+    }, { done: (stored) => stored.length >= 25, within: 20_000, every: 100 });
     expect(ids.sort()).toEqual(Array.from({ length: 25 }, (_, i) => `q${i}`).sort());
     const seqs = ((await front.http.get(`/api/messages/${chat.id}?after=0&limit=100`, hana.token)).body.messages as Json[]).map((m) => m.seq);
     expect(seqs).toEqual(Array.from({ length: 26 }, (_, i) => i + 1));
@@ -264,14 +259,11 @@ describe('a retried send that reaches another node before the archive has stored
     open.push(again);
     await again.client.publishAsync(topic, JSON.stringify({ text: 'once', clientMsgId: 'x1' }), { qos: 1 });
     await again.client.publishAsync(topic, JSON.stringify({ text: 'next', clientMsgId: 'x2' }), { qos: 1 });
-    await until(jon, topic, (m) => m.json.clientMsgId === 'x2');
+    await waitForMessage(jon, topic, (m) => m.json.clientMsgId === 'x2');
     expect(jon.received.filter((m) => m.topic === topic).map((m) => [m.json.clientMsgId, m.json.seq])).toEqual([['x1', 2], ['x2', 3]]);
 
     procs.push(await serverReady(launchServer({ ...env, ROLES: 'worker' })));
-    let history: Json[] = [];
-    for (const deadline = Date.now() + 20_000; history.length < 3 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
-      history = await node1!.http.history(chat.id, who.ivy!.token);
-    }
+    const history = await pollUntil(() => node1!.http.history(chat.id, who.ivy!.token), { done: (h) => h.length >= 3, within: 20_000, every: 100 });
     expect(history.map((m: Json) => [m.event ?? m.clientMsgId, m.seq])).toEqual([['chat.created', 1], ['x1', 2], ['x2', 3]]);
   }, 60_000);
 });

@@ -1,7 +1,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CaseResult, type FuzzTarget, MUTATION_NAMES, runCase } from './fuzz/mqtt-fuzz.js';
-import { type Connected, connectAs, until } from './helpers/mqtt.js';
+import { type Connected, connectAs, waitForMessage } from './helpers/mqtt.js';
 import { type ReadyServer, launchServer, serverExit, serverReady } from './helpers/process.js';
 import { type SeededUser, seed } from './helpers/seed.js';
 import { TEST_SECRET, tempDir } from './helpers/server.js';
@@ -64,7 +64,7 @@ describe(`MQTT fuzz: FUZZ_SEED=${SEED}, about ${PACKETS.toLocaleString('en-US')}
     try {
       await Promise.all([a.client.subscribeAsync(topic, { qos: 1 }), b.client.subscribeAsync(topic, { qos: 1 })]);
       await a.client.publishAsync(topic, JSON.stringify({ text: `after ${tag}`, clientMsgId: tag }), { qos: 1 });
-      const got = await until(b, topic, (m) => m.json?.text === `after ${tag}`);
+      const got = await waitForMessage(b, topic, (m) => m.json?.text === `after ${tag}`);
       expect(got.json).toMatchObject({ type: 'message', senderId: alice.user.id, clientMsgId: tag });
       expect(a.received.concat(b.received).filter((m) => m.json?.senderId !== alice.user.id && m.json?.senderId !== bob.user.id)).toEqual([]);
     } finally {

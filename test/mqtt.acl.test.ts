@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../core/ids.js';
 import { MAX_CONNECTIONS_PER_USER } from '../core/rules.js';
 import { issueToken } from '../core/tokens.js';
-import { type Connected, closed, connackCode, connectAs, sleep, subscribeGranted, until } from './helpers/mqtt.js';
+import { type Connected, closed, connackCode, connectAs, subscribeGranted, waitForMessage } from './helpers/mqtt.js';
+import { pollUntil } from './helpers/poll.js';
 import { connectPacket, rawConnackCode } from './helpers/raw-mqtt.js';
 import { type Json, TEST_SECRET, type TestServer, type UserDto, startTestServer } from './helpers/server.js';
 
@@ -50,7 +51,7 @@ describe('MQTT access control', () => {
   const marker = async (from: Member, chatId: string, to: Member): Promise<Json> => {
     const id = `marker-${++markers}`;
     await send(from, chatId, `marker ${markers}`, id);
-    return (await until(to.conn, messagesTopic(chatId), (m) => m.json?.clientMsgId === id)).json;
+    return (await waitForMessage(to.conn, messagesTopic(chatId), (m) => m.json?.clientMsgId === id)).json;
   };
   const isContiguous = (log: Json[]) => log.every((m, i) => m.seq === i + 1);
 
@@ -181,7 +182,7 @@ describe('MQTT access control', () => {
       expect(events[before]!.json).toEqual({ type: 'message.rejected', chatId: room.id, clientMsgId: 'intrude-1', reason: 'not_member' });
 
       const mark = await marker(aliceM, room.id, bobM);
-      await until(aliceM.conn, messagesTopic(room.id), (m) => m.json?.id === mark.id);
+      await waitForMessage(aliceM.conn, messagesTopic(room.id), (m) => m.json?.id === mark.id);
       expect(bobM.conn.on(messagesTopic(room.id)).slice(bobBefore).map((m) => m.json)).toEqual([mark]);
       expect(aliceM.conn.on(messagesTopic(room.id)).slice(aliceBefore).map((m) => m.json)).toEqual([mark]);
       const log = await history(room.id, alice.token);
@@ -387,12 +388,7 @@ describe('MQTT access control', () => {
 
       // Ending one connection frees its slot (the server notices the DISCONNECT shortly after).
       await conns[1]!.conn.end();
-      const deadline = Date.now() + 5000;
-      let code = -1;
-      while (code !== 0 && Date.now() < deadline) {
-        code = await connackCode(srv, { ...creds, clientId: id(MAX_CONNECTIONS_PER_USER) });
-        if (code !== 0) await sleep(50);
-      }
+      const code = await pollUntil(() => connackCode(srv, { ...creds, clientId: id(MAX_CONNECTIONS_PER_USER) }), { done: (c) => c === 0 });
       expect(code).toBe(0);
     });
 
@@ -437,18 +433,18 @@ describe('MQTT access control', () => {
     it('a removed member stops receiving at once, without reconnecting, and is told on its inbox', async () => {
       const topic = messagesTopic(team.id);
       await send(aliceM, team.id, 'before removal', 'rm-before');
-      await until(carolM.conn, topic, (m) => m.json?.clientMsgId === 'rm-before');
+      await waitForMessage(carolM.conn, topic, (m) => m.json?.clientMsgId === 'rm-before');
 
       const removal = await srv.http.delete(`/api/chats/${team.number}/members/${carol.user.id}`, alice.token);
       expect(removal.status).toBe(204);
-      const told = await until(carolM.conn, inboxTopic(carol.user.id), (m) => m.json?.type === 'chat.removed');
+      const told = await waitForMessage(carolM.conn, inboxTopic(carol.user.id), (m) => m.json?.type === 'chat.removed');
       expect(told.json).toEqual({ type: 'chat.removed', chatId: team.id, number: team.number });
-      const system = await until(bobM.conn, topic, (m) => m.json?.type === 'system' && m.json.event === 'member.removed');
+      const system = await waitForMessage(bobM.conn, topic, (m) => m.json?.type === 'system' && m.json.event === 'member.removed');
       expect(system.json).toMatchObject({ type: 'system', event: 'member.removed', chatId: team.id, userId: carol.user.id, seq: expect.any(Number) });
       removedSeq = system.json.seq;
 
       await send(aliceM, team.id, 'after removal', 'rm-after');
-      await until(bobM.conn, topic, (m) => m.json?.clientMsgId === 'rm-after'); // a remaining member gets it
+      await waitForMessage(bobM.conn, topic, (m) => m.json?.clientMsgId === 'rm-after'); // a remaining member gets it
       await marker(aliceM, carolChat.id, carolM); // carol's connection still delivers, in another chat
       const carolTeam = carolM.conn.on(topic).map((m) => m.json);
       expect(carolTeam.map((e) => e.clientMsgId)).not.toContain('rm-after');
@@ -474,27 +470,27 @@ describe('MQTT access control', () => {
       expect(await subscribeGranted(daveM.conn.client, [topic])).toEqual([REFUSED]);
       const added = await srv.http.post(`/api/chats/${team.number}/members`, { userIds: [dave.user.id] }, alice.token);
       expect(added.status).toBe(200);
-      const told = await until(daveM.conn, inboxTopic(dave.user.id), (m) => m.json?.type === 'chat.added');
+      const told = await waitForMessage(daveM.conn, inboxTopic(dave.user.id), (m) => m.json?.type === 'chat.added');
       expect(told.json).toEqual({ type: 'chat.added', chatId: team.id, number: team.number });
 
       expect(await subscribeGranted(daveM.conn.client, [topic])).toEqual([1]);
       await send(aliceM, team.id, 'welcome dave', 'add-welcome');
-      const got = await until(daveM.conn, topic, (m) => m.json?.clientMsgId === 'add-welcome');
+      const got = await waitForMessage(daveM.conn, topic, (m) => m.json?.clientMsgId === 'add-welcome');
       expect(got.json).toMatchObject({ type: 'message', senderId: alice.user.id, text: 'welcome dave' });
       await send(daveM, team.id, 'hello all', 'add-hello');
-      const fromDave = await until(bobM.conn, topic, (m) => m.json?.clientMsgId === 'add-hello');
+      const fromDave = await waitForMessage(bobM.conn, topic, (m) => m.json?.clientMsgId === 'add-hello');
       expect(fromDave.json).toMatchObject({ type: 'message', senderId: dave.user.id, senderName: 'Dave', text: 'hello all' });
     });
 
     it('a member who leaves is told, and the others see member.left', async () => {
       const topic = messagesTopic(team.id);
       expect((await srv.http.delete(`/api/chats/${team.number}/members/${erin.user.id}`, erin.token)).status).toBe(204);
-      const told = await until(erinM.conn, inboxTopic(erin.user.id), (m) => m.json?.type === 'chat.removed');
+      const told = await waitForMessage(erinM.conn, inboxTopic(erin.user.id), (m) => m.json?.type === 'chat.removed');
       expect(told.json).toEqual({ type: 'chat.removed', chatId: team.id, number: team.number });
-      const left = await until(bobM.conn, topic, (m) => m.json?.event === 'member.left');
+      const left = await waitForMessage(bobM.conn, topic, (m) => m.json?.event === 'member.left');
       expect(left.json).toMatchObject({ type: 'system', event: 'member.left', chatId: team.id, userId: erin.user.id });
       await send(aliceM, team.id, 'after erin left', 'left-after');
-      await until(bobM.conn, topic, (m) => m.json?.clientMsgId === 'left-after');
+      await waitForMessage(bobM.conn, topic, (m) => m.json?.clientMsgId === 'left-after');
       await marker(aliceM, team.id, aliceM); // alice too has everything by now
       expect(erinM.conn.on(topic).map((m) => m.json.clientMsgId)).not.toContain('left-after');
     });
@@ -502,15 +498,15 @@ describe('MQTT access control', () => {
     it('a re-added member must subscribe again: the removal ended its subscription', async () => {
       const topic = messagesTopic(team.id);
       expect((await srv.http.post(`/api/chats/${team.number}/members`, { userIds: [carol.user.id] }, alice.token)).status).toBe(200);
-      await until(carolM.conn, inboxTopic(carol.user.id), (m) => m.json?.type === 'chat.added');
+      await waitForMessage(carolM.conn, inboxTopic(carol.user.id), (m) => m.json?.type === 'chat.added');
       await send(aliceM, team.id, 'before resubscribing', 'readd-1');
-      await until(bobM.conn, topic, (m) => m.json?.clientMsgId === 'readd-1');
+      await waitForMessage(bobM.conn, topic, (m) => m.json?.clientMsgId === 'readd-1');
       await marker(aliceM, carolChat.id, carolM);
       expect(carolM.conn.on(topic).map((m) => m.json.clientMsgId)).not.toContain('readd-1');
 
       expect(await subscribeGranted(carolM.conn.client, [topic])).toEqual([1]);
       await send(aliceM, team.id, 'after resubscribing', 'readd-2');
-      await until(carolM.conn, topic, (m) => m.json?.clientMsgId === 'readd-2');
+      await waitForMessage(carolM.conn, topic, (m) => m.json?.clientMsgId === 'readd-2');
     });
 
     it('shows the system envelopes in the stream, in seq order with the messages, as the log has them', async () => {

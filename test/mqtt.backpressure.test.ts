@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type Connected, connectAs, sleep, subscribeGranted, until } from './helpers/mqtt.js';
+import { type Connected, connectAs, sleep, subscribeGranted, waitForMessage } from './helpers/mqtt.js';
 import { type ReadyServer, launchServer, serverExit, serverReady } from './helpers/process.js';
 import { Raw, publishPacket, publishQos0, puback, rawConnected, subackGranted, subscribePacket } from './helpers/raw-mqtt.js';
 import { type SeededUser, seed } from './helpers/seed.js';
@@ -68,7 +68,7 @@ let probeCount = 0;
 async function flows(from: Connected, to: Connected, chatId: string) {
   const text = `probe ${++probeCount}`;
   await from.client.publishAsync(messages(chatId), JSON.stringify({ text, clientMsgId: `probe-${probeCount}` }), { qos: 1 });
-  await until(to, messages(chatId), (m) => m.json?.text === text, 10_000);
+  await waitForMessage(to, messages(chatId), (m) => m.json?.text === text, 10_000);
 }
 
 describe('subscribers that stop reading, then vanish at once with deliveries queued to them', () => {
@@ -191,10 +191,10 @@ describe('a connection past its outgoing bound for longer than the grace time is
     d.open.push(w);
     expect(await subscribeGranted(w.client, [presence(reader!.user.id)])).toEqual([1]);
     d.raws.push(await stopsReading(srv, reader!, [messages(chat)]));
-    await until(w, presence(reader!.user.id), (m) => m.json.status === 'online');
+    await waitForMessage(w, presence(reader!.user.id), (m) => m.json.status === 'online');
 
     const acked = await flood(srv, senders, chat, d.raws);
-    await until(w, presence(reader!.user.id), (m) => m.json.status === 'offline', 30_000);
+    await waitForMessage(w, presence(reader!.user.id), (m) => m.json.status === 'offline', 30_000);
     expect(await metric(srv, 'chat_mqtt_slow_closed_total')).toBe(1);
     expect(srv.output()).toMatch(/does not read what is sent to it: connection closed/);
     await acked();

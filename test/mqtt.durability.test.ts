@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import mqtt from 'mqtt';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SEND_BURST } from '../core/rules.js';
-import { connectAs, until } from './helpers/mqtt.js';
+import { connectAs, waitForMessage } from './helpers/mqtt.js';
 import { type ReadyServer, launchServer, serverReady } from './helpers/process.js';
 import { type Json, tempDir } from './helpers/server.js';
 
@@ -117,7 +117,7 @@ describe('a retry of a message stored before a restart', () => {
     for (const id of ['old-1', 'old-2', 'old-3']) await after.client.publishAsync(topic, JSON.stringify({ text: id, clientMsgId: id }), { qos: 1 });
     // One more fresh send, over budget: its rejection arriving shows the inbox is flowing.
     await after.client.publishAsync(topic, JSON.stringify({ text: 'over', clientMsgId: 'over' }), { qos: 1 });
-    await until(after, inbox, (m) => m.json.clientMsgId === 'over');
+    await waitForMessage(after, inbox, (m) => m.json.clientMsgId === 'over');
     expect(after.on(inbox).map((m) => m.json.clientMsgId)).toEqual(['over']);
     after.client.end(true);
 

@@ -1,7 +1,8 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ServerProcess, launchServer, serverExit, serverReady } from './helpers/process.js';
-import { type Connected, type Received, closed, connectAs, sleep, subscribeGranted } from './helpers/mqtt.js';
+import { type Connected, type Received, closed, connectAs, subscribeGranted, waitForMessage } from './helpers/mqtt.js';
+import { pollUntil } from './helpers/poll.js';
 import { Http, type Json, type TestServer, startTestServer, tempDir } from './helpers/server.js';
 
 /**
@@ -18,25 +19,8 @@ const presenceTopic = (userId: string) => `users/${userId}/presence`;
 const presenceOf = (c: Connected, userId: string) => c.on(presenceTopic(userId)).map((m) => m.json as { userId: string; status: string; lastSeenAt: string });
 
 /** Resolves once `c` has received a presence message about `userId` with `status` (beyond the first `skip`). */
-async function waitPresence(c: Connected, userId: string, status: 'online' | 'offline', skip = 0, ms = 5000): Promise<Received> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const found = c.on(presenceTopic(userId)).slice(skip).find((m) => m.json?.status === status);
-    if (found) return found;
-    const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`no ${status} presence for ${userId}; got ${JSON.stringify(presenceOf(c, userId))}`);
-    await c.waitFor(c.received.length + 1, undefined, left).catch(() => {});
-  }
-}
-
-/** Polls `check` until it returns true (bounded). */
-async function eventually(check: () => Promise<boolean>, what: string, ms = 5000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await sleep(25);
-  }
-}
+const waitPresence = (c: Connected, userId: string, status: 'online' | 'offline', skip = 0, ms = 5000): Promise<Received> =>
+  waitForMessage(c, presenceTopic(userId), (m, i) => i >= skip && m.json?.status === status, ms);
 
 describe('presence (in-process server)', () => {
   let srv: TestServer;
@@ -129,10 +113,11 @@ describe('presence (in-process server)', () => {
     expect(Date.parse(offline.json.lastSeenAt)).toBeGreaterThanOrEqual(beforeLast - 1);
     expect(presenceOf(obs, alice.user.id).filter((p) => p.status === 'offline')).toHaveLength(1);
 
-    await eventually(async () => {
+    const offlineInRest = await pollUntil(async () => {
       const v = await restView(alice);
       return v.inList === undefined && v.found.online === false && v.found.lastSeenAt !== null && Date.parse(v.found.lastSeenAt) >= beforeLast - 1;
-    }, 'REST shows alice offline with a lastSeenAt from her last disconnect');
+    }, { every: 25 });
+    expect(offlineInRest, 'REST shows alice offline with a lastSeenAt from her last disconnect').toBe(true);
     view = await restView(alice);
     expect(view.found.lastSeenAt).toMatch(ISO);
   });
@@ -150,10 +135,11 @@ describe('presence (in-process server)', () => {
     // The server's offline, not a client-supplied will: its time is the server's.
     expect(Date.parse(offline.json.lastSeenAt)).toBeGreaterThanOrEqual(beforeDrop - 1);
 
-    await eventually(async () => {
+    const offlineInRest = await pollUntil(async () => {
       const v = await restView(alice);
       return v.inList === undefined && v.found.online === false && v.found.lastSeenAt !== null && Date.parse(v.found.lastSeenAt) >= beforeDrop - 1;
-    }, 'REST shows alice offline after the dropped connection');
+    }, { every: 25 });
+    expect(offlineInRest, 'REST shows alice offline after the dropped connection').toBe(true);
   });
 
   it('a late subscriber gets the retained current value, on the user topic and on users/+/presence', async () => {
@@ -223,7 +209,8 @@ describe('presence (in-process server)', () => {
     const beforeEnd = presenceOf(obs, alice.user.id).length;
     await second.end();
     await waitPresence(obs, alice.user.id, 'offline', beforeEnd);
-    await eventually(async () => (await restView(alice)).found.online === false, 'REST shows alice offline after the taken-over session ends');
+    const offlineInRest = await pollUntil(async () => (await restView(alice)).found.online === false, { every: 25 });
+    expect(offlineInRest, 'REST shows alice offline after the taken-over session ends').toBe(true);
     expect((await restView(alice)).inList).toBeUndefined();
   });
 });

@@ -5,7 +5,7 @@ import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { CONNECT_TIMEOUT_MS, MAX_PACKET_BYTES, TYPING_BURST } from '../core/rules.js';
-import { type Connected, type Transport, closed, connectAs, sleep, subscribeGranted } from './helpers/mqtt.js';
+import { type Connected, type Transport, closed, connectAs, sleep, subscribeGranted, waitForMessage } from './helpers/mqtt.js';
 import {
   CONNACK_OK, CONNECT_BYTE, PUBLISH_QOS1_BYTE, Raw, chatPacketOfSize, connectPacket, fiveByteLengthHeader, publishHeader, publishPacket, puback, rawConnected,
 } from './helpers/raw-mqtt.js';
@@ -54,10 +54,8 @@ let textCounter = 0;
 async function flows(from: Connected, to: Connected, chatId: string, senderId: string) {
   const text = `still working ${++textCounter} ${Math.random().toString(36).slice(2)}`;
   expect(await publish(from, messagesTopic(chatId), JSON.stringify({ text, clientMsgId: `m${textCounter}` }))).toBeUndefined();
-  const deadline = Date.now() + 5000;
-  const find = () => to.on(messagesTopic(chatId)).find((m) => m.json?.text === text);
-  while (!find() && Date.now() < deadline) await to.waitFor(to.received.length + 1, undefined, deadline - Date.now()).catch(() => {});
-  expect(find()?.json, `"${text}" was not delivered`).toMatchObject({ type: 'message', chatId, senderId, text });
+  const got = await waitForMessage(to, messagesTopic(chatId), (m) => m.json?.text === text);
+  expect(got.json, `the delivery of "${text}"`).toMatchObject({ type: 'message', chatId, senderId, text });
 }
 
 /** A fresh client connects, subscribes and exchanges a message with bob: the server is up and serving. */

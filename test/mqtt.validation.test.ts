@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SEND_BURST } from '../core/rules.js';
-import { type Connected, connectAs, until } from './helpers/mqtt.js';
+import { type Connected, connectAs, waitForMessage } from './helpers/mqtt.js';
+import { pollUntil } from './helpers/poll.js';
 import { type Json, type TestServer, type UserDto, startTestServer } from './helpers/server.js';
 
 /**
@@ -53,7 +54,7 @@ describe('MQTT send validation: chats/{chatId}/messages', () => {
   const marker = async (m: Member, chatId: string, receiver: Member = bob): Promise<Json> => {
     const clientMsgId = `marker-${++markers}`;
     await send(m, chatId, { text: `marker ${markers}`, clientMsgId });
-    return (await until(receiver.conn, messagesTopic(chatId), (r) => r.json?.clientMsgId === clientMsgId)).json;
+    return (await waitForMessage(receiver.conn, messagesTopic(chatId), (r) => r.json?.clientMsgId === clientMsgId)).json;
   };
 
   beforeAll(async () => {
@@ -152,7 +153,7 @@ describe('MQTT send validation: chats/{chatId}/messages', () => {
       // A later message from the same sender reaches the room; the refused one never did.
       const mark = await marker(sender, room.id);
       expect(bob.conn.on(topic).slice(bobBefore).map((m) => m.json)).toEqual([mark]);
-      await until(sender.conn, topic, (m) => m.json?.clientMsgId === mark.clientMsgId);
+      await waitForMessage(sender.conn, topic, (m) => m.json?.clientMsgId === mark.clientMsgId);
       expect(sender.conn.on(topic).slice(senderBefore).map((m) => m.json)).toEqual([mark]);
       expect(sender.conn.on(inbox)).toHaveLength(inboxBefore + 1); // one answer per refused send
       expect(sender.conn.client.connected).toBe(true);
@@ -215,7 +216,7 @@ describe('MQTT send validation: chats/{chatId}/messages', () => {
       expect(got!.json.text).toBe(text);
       expect([...got!.json.text].length).toBeLessThanOrEqual(1000);
       // What the sender gets back is the same envelope; no rejection was sent.
-      const own = await until(sender.conn, topic, (m) => m.json?.id === got!.json.id);
+      const own = await waitForMessage(sender.conn, topic, (m) => m.json?.id === got!.json.id);
       expect(own.json).toEqual(got!.json);
       expect(await history(room.id, bob.token, roomSeq)).toEqual([got!.json]);
       expect(sender.conn.on(inbox)).toHaveLength(inboxBefore);
@@ -278,7 +279,7 @@ describe('MQTT send validation: chats/{chatId}/messages', () => {
       const mark = await marker(erin, chatA.id);
       const once = ofKey(bob.conn, chatA.id, 'same-1');
       expect(once).toHaveLength(1);
-      await until(erin.conn, messagesTopic(chatA.id), (m) => m.json?.clientMsgId === mark.clientMsgId);
+      await waitForMessage(erin.conn, messagesTopic(chatA.id), (m) => m.json?.clientMsgId === mark.clientMsgId);
       expect(ofKey(erin.conn, chatA.id, 'same-1')).toHaveLength(1);
       const log = await history(chatA.id, bob.token);
       expect(log.filter((m) => m.clientMsgId === 'same-1')).toEqual([once[0]!.json]);
@@ -366,16 +367,14 @@ describe('MQTT send validation: chats/{chatId}/messages', () => {
 
       // Rate limiting is temporary: a refused clientMsgId goes through once the budget refills.
       const retryId = [...refused][0]!;
-      const deadline = Date.now() + 5000;
-      for (;;) {
+      const wentThrough = await pollUntil(async () => {
         const before = rapid.conn.on(inbox).length;
         await send(rapid, chat.id, { text: 'finally', clientMsgId: retryId });
         const answers = await settle(rapid, chat.id, before);
-        if (!answers.some((e) => e.reason === 'rate_limited' && e.clientMsgId === retryId)) break;
-        if (Date.now() > deadline) throw new Error('still rate limited after 5 s');
-        await new Promise((r) => setTimeout(r, 150));
-      }
-      const fin = await until(bob.conn, topic, (m) => m.json?.clientMsgId === retryId);
+        return !answers.some((e) => e.reason === 'rate_limited' && e.clientMsgId === retryId);
+      }, { every: 150 });
+      expect(wentThrough, 'still rate limited after 5 s').toBe(true);
+      const fin = await waitForMessage(bob.conn, topic, (m) => m.json?.clientMsgId === retryId);
       expect(fin.json).toMatchObject({ text: 'finally', senderId: rapid.user.id });
       expect((await history(chat.id, rapid.token)).filter((m) => m.clientMsgId === retryId)).toEqual([fin.json]);
     });

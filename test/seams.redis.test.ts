@@ -12,6 +12,7 @@ import type { Claim, ClaimHold } from '../core/send-claims.js';
 import { RedisSequencer } from '../core/redis/sequencer.js';
 import { claimKey } from '../core/redis/send-claims.js';
 import { membersLock } from '../core/send-claims.js';
+import { pollUntil } from './helpers/poll.js';
 import { REDIS_URL } from './support/conditional.js';
 import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract } from './contracts/seams.contract.js';
 
@@ -93,7 +94,6 @@ busContract('Redis', async () => {
 });
 
 describe('RedisBus', () => {
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const removal = (i: number): Exclude<ControlEvent, { type: 'bus.resumed' }> => ({ type: 'member.removed', chatId: 'c', userId: `u${i}`, memberIds: [], version: i + 2 });
 
   // What keeps a removed member from a message numbered after the removal, on a node that
@@ -109,7 +109,7 @@ describe('RedisBus', () => {
         await buses[0].publish(removal(i));
         mqs[i % 2]!.emit({ topic: 'chats/c/messages', payload: `u${i}` });
       }));
-      for (let i = 0; i < 200 && order.length < 2 * ROUNDS; i++) await sleep(10);
+      await pollUntil(() => order.length >= 2 * ROUNDS, { within: 2000, every: 10 });
       expect(order).toHaveLength(2 * ROUNDS);
       for (let i = 0; i < ROUNDS; i++) expect(order.indexOf(`event u${i}`)).toBeLessThan(order.indexOf(`message u${i}`));
     } finally {
@@ -137,13 +137,15 @@ describe('RedisBus', () => {
       buses[0].subscribe((e) => onA.push(e));
       buses[1].subscribe((e) => onB.push(e));
       mqs[1]!.subConn.disconnect(true); // dropped; ioredis reconnects at once
-      for (let i = 0; i < 300 && !onB.some((e) => e.type === 'bus.resumed'); i++) await sleep(10);
+      await pollUntil(() => onB.some((e) => e.type === 'bus.resumed'), { within: 3000, every: 10 });
       expect(onB).toEqual([{ type: 'bus.resumed' }]);
-      // Subscribed again a moment after 'ready'.
-      for (let i = 0; i < 300 && onB.length < 2; i++) {
-        await buses[0].publish(removal(i));
-        await sleep(20);
-      }
+      // Subscribed again a moment after 'ready': a removal published every 20 ms until one arrives.
+      let published = 0;
+      await pollUntil(async () => {
+        if (onB.length >= 2) return true;
+        await buses[0].publish(removal(published++));
+        return false;
+      }, { within: 6000, every: 20 });
       expect(onB.at(-1)).toMatchObject({ type: 'member.removed' });
       expect(onA.some((e) => e.type === 'bus.resumed')).toBe(false);
     } finally {

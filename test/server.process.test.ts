@@ -3,6 +3,7 @@ import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { pollUntil } from './helpers/poll.js';
 import { launchServer, serverExit, serverReady } from './helpers/process.js';
 import { Http, TEST_TLS, tempDir } from './helpers/server.js';
 
@@ -121,7 +122,7 @@ describe('the server process (npm start)', () => {
 
     it('logs lines a person can read with LOG_FORMAT=pretty (the default on a terminal), JSON otherwise', async () => {
       const proc = launch({ DATA_DIR: dataDir, LOG_FORMAT: 'pretty' });
-      for (let i = 0; i < 200 && !proc.output().includes('MQTT listening on'); i++) await new Promise((r) => setTimeout(r, 50));
+      await pollUntil(() => proc.output().includes('MQTT listening on'), { within: 10_000, every: 50 });
       // Still starting (the MQTT line comes before start-up ends): stopped gracefully once started.
       proc.child.kill('SIGTERM');
       const { code, output } = await exitOf(proc);

@@ -4,6 +4,7 @@ import type { PresenceRegistry } from '../../core/presence.js';
 import type { RateLimiter } from '../../core/rate-limit.js';
 import type { Claim, ClaimHold, SendClaims } from '../../core/send-claims.js';
 import type { Sequencer } from '../../core/sequencer.js';
+import { pollUntil } from '../helpers/poll.js';
 
 /**
  * Contract suites of the small seams. Each implementation (in-process, Redis) runs them against
@@ -159,12 +160,7 @@ export function rateLimiterContract(name: string, open: (burst: number, perSecon
       const [a] = opened.nodes;
       expect(await a.take('r')).toBe(true);
       expect(await a.take('r')).toBe(false);
-      let refilled = false;
-      for (let i = 0; i < 40 && !refilled; i++) {
-        await sleep(50);
-        refilled = await a.has('r');
-      }
-      expect(refilled).toBe(true);
+      expect(await pollUntil(() => a.has('r'), { within: 2000, every: 50 })).toBe(true);
       expect(await a.take('r')).toBe(true);
     });
   });
@@ -183,9 +179,8 @@ export function busContract(name: string, open: () => Promise<Opened<ControlBus>
       const stop = bus.subscribe((e) => got.push(e));
       return { got, stop };
     };
-    const until = async (check: () => boolean) => {
-      for (let i = 0; i < 200 && !check(); i++) await sleep(10);
-    };
+    /** Events travel between nodes: each test waits up to 2 s for them, then says what came. */
+    const transit = { within: 2000, every: 10 };
 
     it('delivers every event, in order, to subscribers on every node, the publisher included', async () => {
       const [a, b] = opened.nodes;
@@ -197,7 +192,7 @@ export function busContract(name: string, open: () => Promise<Opened<ControlBus>
         { type: 'member.removed', chatId: 'c1', userId: 'u2', memberIds: ['u0', 'u1'], version: 3 },
       ];
       for (const e of events) await a.publish(e);
-      await until(() => onA.got.length === 3 && onB.got.length === 3);
+      await pollUntil(() => onA.got.length === 3 && onB.got.length === 3, transit);
       expect(onA.got).toEqual(events);
       expect(onB.got).toEqual(events);
       onA.stop();
@@ -210,7 +205,7 @@ export function busContract(name: string, open: () => Promise<Opened<ControlBus>
       const stays = collect(b);
       gone.stop();
       await a.publish({ type: 'member.removed', chatId: 'c2', userId: 'u3', memberIds: [], version: 2 });
-      await until(() => stays.got.length === 1);
+      await pollUntil(() => stays.got.length === 1, transit);
       expect(stays.got).toHaveLength(1);
       expect(gone.got).toHaveLength(0);
       stays.stop();

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tearDown } from '../helpers/deployment.js';
+import { pollUntil } from '../helpers/poll.js';
 import { type ReadyServer, launchServer, serverExit, serverReady } from '../helpers/process.js';
 import { TcpProxy } from '../helpers/proxy.js';
 import { type SeededUser, seed } from '../helpers/seed.js';
@@ -76,13 +77,9 @@ async function deployment(name: string) {
 
 /** Waits until history holds every acknowledged message (the worker stores them behind the
  * PUBACK), at most `ms`; then the figures. */
-async function settled(d: Awaited<ReturnType<typeof deployment>>, stream: Stream, sameProcess: boolean, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const f = await figures(d.broker!.http, d.users[0]!.token, d.chatId, stream, sameProcess ? await refusedByServer(d.broker!.url) : undefined);
-    if (f.lost.length === 0 || Date.now() > deadline) return f;
-    await sleep(250);
-  }
+function settled(d: Awaited<ReturnType<typeof deployment>>, stream: Stream, sameProcess: boolean, ms = 30_000) {
+  const read = async () => figures(d.broker!.http, d.users[0]!.token, d.chatId, stream, sameProcess ? await refusedByServer(d.broker!.url) : undefined);
+  return pollUntil(read, { done: (f) => f.lost.length === 0, within: ms, every: 250 });
 }
 
 describe('faults of the scaled-out deployment (Redis, RabbitMQ, worker, broker node)', () => {

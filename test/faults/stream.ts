@@ -1,5 +1,6 @@
 import { createServer } from 'node:net';
 import mqtt, { type MqttClient } from 'mqtt';
+import { pollUntil } from '../helpers/poll.js';
 import type { Http } from '../helpers/server.js';
 import type { SeededUser } from '../helpers/seed.js';
 
@@ -80,9 +81,8 @@ export async function startStream(mqttPort: number, users: SeededUser[], chatId:
     async stop(ms = 15_000) {
       running = false;
       timers.forEach(clearInterval);
-      const deadline = Date.now() + ms;
       // Every message is PUBACKed in the end (a refused one too), unless the clients give up.
-      while (acked.size < sent && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await pollUntil(() => acked.size >= sent, { within: ms, every: 50 });
       if (process.env.FAULT_DEBUG) {
         const t0 = sentIds[0]?.[1] ?? 0;
         console.log('unacked:', sentIds.filter(([id]) => !acked.has(id)).map(([id, t]) => `${id}@${((t - t0) / 1000).toFixed(2)}`).join(' '));

@@ -130,8 +130,9 @@ export function subscribeGranted(client: MqttClient, topics: string[], qos: 0 | 
   });
 }
 
-/** Resolves with the first message on `topic` matching `pred` (already received or coming). */
-export async function until(conn: Connected, topic: string, pred: (m: Received) => boolean, ms = 5000): Promise<Received> {
+/** Resolves with the first message on `topic` matching `pred` (already received or coming;
+ * `index` counts the messages on `topic` from 0); rejects after `ms`. */
+export async function waitForMessage(conn: Connected, topic: string, pred: (m: Received, index: number) => boolean, ms = 5000): Promise<Received> {
   const deadline = Date.now() + ms;
   for (;;) {
     const seen = conn.on(topic);

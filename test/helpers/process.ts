@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { pollUntil } from './poll.js';
 import { Http } from './server.js';
 
 export const MAIN = resolve('dist/main.js');
@@ -38,17 +39,17 @@ export function launchServer(env: Record<string, string>): ServerProcess {
 
 /** Waits for the log lines that name the chosen HTTP and MQTT ports. */
 export async function serverReady(proc: ServerProcess, ms = 20_000): Promise<ReadyServer> {
-  const deadline = Date.now() + ms;
-  for (;;) {
+  const ready = () => {
     const http = /HTTP API listening on (https?:\/\/[\d.]+:(\d+))/.exec(proc.output());
     const mqtt = /MQTT listening on mqtts?:\/\/[\d.]+:(\d+)/.exec(proc.output());
     const started = /"msg":"(scaled-out seams in use|embedded deployment[^"]*)"/.test(proc.output());
     // A process without the broker role logs no MQTT line: its mqttPort is 0.
-    if (http && started) return { ...proc, url: http[1]!, port: Number(http[2]), mqttPort: mqtt ? Number(mqtt[1]) : 0, http: new Http(http[1]!) };
-    if (proc.child.exitCode !== null) throw new Error(`server exited ${proc.child.exitCode}: ${proc.output()}`);
-    if (Date.now() > deadline) throw new Error(`server did not start: ${proc.output()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    return http && started ? { url: http[1]!, port: Number(http[2]), mqttPort: mqtt ? Number(mqtt[1]) : 0 } : undefined;
+  };
+  const found = await pollUntil(ready, { done: (r) => r !== undefined || proc.child.exitCode !== null, within: ms, every: 50 });
+  if (found) return { ...proc, ...found, http: new Http(found.url) };
+  if (proc.child.exitCode !== null) throw new Error(`server exited ${proc.child.exitCode}: ${proc.output()}`);
+  throw new Error(`server did not start: ${proc.output()}`);
 }
 
 /** Waits for the process to end (SIGKILL after `ms`); its exit code and output. */
