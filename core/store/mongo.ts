@@ -148,6 +148,19 @@ export class MongoStore implements Store {
     return pageOf(docs, page.limit, toUser);
   }
 
+  async listUsersAmong(ids: readonly string[], page: Page<string>): Promise<PageOf<UserRecord>> {
+    // A query document is at most 16 MB: the ids go in slices, each slice's page is asked for,
+    // and the pages are merged (the first limit + 1 of them all, by username, is the answer's).
+    const unique = [...new Set(ids)];
+    const docs: UserDoc[] = [];
+    for (let i = 0; i < unique.length; i += IDS_PER_QUERY) {
+      const slice = unique.slice(i, i + IDS_PER_QUERY);
+      docs.push(...(await this.users.find({ _id: { $in: slice }, username: { $gt: page.after ?? '' } }).sort({ username: 1 }).limit(page.limit + 1).toArray()));
+    }
+    docs.sort((a, b) => (a.username < b.username ? -1 : 1));
+    return pageOf(docs, page.limit, toUser);
+  }
+
   async setLastSeen(userId: string, at: number): Promise<void> {
     await this.users.updateOne({ _id: userId }, { $set: { lastSeenAt: at } });
   }
@@ -418,6 +431,9 @@ export function databaseIn(url: string): string | undefined {
   const name = /^mongodb(?:\+srv)?:\/\/[^/?]*\/([^?]*)/.exec(url)?.[1];
   return name ? decodeURIComponent(name) : undefined;
 }
+
+/** Ids in one `$in` of listUsersAmong: about 2 MB of query, far below the 16 MB a document may have. */
+const IDS_PER_QUERY = 50_000;
 
 interface UserDoc { _id: string; username: string; displayName: string; searchName: string; passwordHash: string; createdAt: number; lastSeenAt: number | null }
 interface SessionDoc { _id: string; userId: string; createdAt: number; expiresAt: number; revokedAt: number | null }

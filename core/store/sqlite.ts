@@ -160,6 +160,9 @@ export class SqliteStore implements Store {
          ORDER BY username LIMIT @limit`,
       ),
       usersByIds: db.prepare<[string], UserRow>('SELECT * FROM users WHERE id IN (SELECT value FROM json_each(?))'),
+      usersAmong: db.prepare<[{ ids: string; after: string; limit: number }], UserRow>(
+        `SELECT * FROM users WHERE id IN (SELECT value FROM json_each(@ids)) AND username > @after ORDER BY username LIMIT @limit`,
+      ),
       setLastSeen: db.prepare('UPDATE users SET last_seen_at = ? WHERE id = ?'),
       insertSession: db.prepare('INSERT INTO sessions (id, user_id, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?)'),
       sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
@@ -249,6 +252,12 @@ export class SqliteStore implements Store {
 
   async searchUsers(query: string, page: Page<string>): Promise<PageOf<UserRecord>> {
     const rows = this.s.searchUsers.all({ q: query.toLowerCase(), after: page.after ?? '', limit: page.limit + 1 });
+    return pageOf(rows.map(toUser), page.limit);
+  }
+
+  async listUsersAmong(ids: readonly string[], page: Page<string>): Promise<PageOf<UserRecord>> {
+    if (ids.length === 0) return { items: [], hasMore: false };
+    const rows = this.s.usersAmong.all({ ids: JSON.stringify(ids), after: page.after ?? '', limit: page.limit + 1 });
     return pageOf(rows.map(toUser), page.limit);
   }
 

@@ -31,6 +31,10 @@ export interface Store {
    * Unicode lower-casing (no pattern syntax of any kind). Sorted by username; `after` is a
    * username. */
   searchUsers(query: string, page: Page<string>): Promise<PageOf<UserRecord>>;
+  /** The users among `ids` that exist, each once, sorted by username; `after` is a username.
+   * Unknown ids are skipped. Filtered, ordered and cut in the store, so that a caller with many
+   * ids (the online list: every id presence knows) never gets more than the page. */
+  listUsersAmong(ids: readonly string[], page: Page<string>): Promise<PageOf<UserRecord>>;
   /** Resolves once recorded. Calls made together may be written together; of one user's
    * calls, the last one made wins. */
   setLastSeen(userId: string, at: number): Promise<void>;

@@ -110,6 +110,41 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect(p3.hasMore).toBe(false);
       });
 
+      it('listUsersAmong pages the users among the ids by username, each once, skipping unknown ids', async () => {
+        const [u0, u1, u2, u3, u4] = await users(5, 'among');
+        await user('among_outside');
+        const ids = [u3!.id, u0!.id, newId(), u4!.id, u1!.id, u3!.id]; // not u2, one unknown, u3 twice
+        const names = (p: { items: UserRecord[] }) => p.items.map((u) => u.username);
+        const p1 = await store.listUsersAmong(ids, { limit: 2 });
+        expect(names(p1)).toEqual(['among000', 'among001']);
+        expect(p1.hasMore).toBe(true);
+        expect(p1.items[0]).toEqual(u0);
+        const p2 = await store.listUsersAmong(ids, { limit: 2, after: 'among001' });
+        expect(names(p2)).toEqual(['among003', 'among004']);
+        expect(p2.hasMore).toBe(false);
+        expect(names(await store.listUsersAmong(ids, { limit: 50 }))).toEqual(['among000', 'among001', 'among003', 'among004']);
+        // `after` need not be one of the usernames.
+        expect(names(await store.listUsersAmong(ids, { limit: 50, after: 'among002' }))).toEqual(['among003', 'among004']);
+        expect(await store.listUsersAmong(ids, { limit: 50, after: 'among004' })).toEqual({ items: [], hasMore: false });
+        expect(await store.listUsersAmong([], { limit: 50 })).toEqual({ items: [], hasMore: false });
+        expect(await store.listUsersAmong([u2!.id], { limit: 1 })).toEqual({ items: [u2], hasMore: false });
+      });
+
+      it('listUsersAmong pages through many ids, most of them unknown, with no gap and no repeat', async () => {
+        const many = await users(30, 'crowd');
+        const ids = [...many.map((u) => u.id).reverse(), ...Array.from({ length: 2000 }, () => newId())];
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await store.listUsersAmong(ids, { limit: 7, after });
+          expect(page.items.length).toBeLessThanOrEqual(7);
+          seen.push(...page.items.map((u) => u.username));
+          if (!page.hasMore) break;
+          after = page.items.at(-1)!.username;
+        }
+        expect(seen).toEqual(many.map((u) => u.username));
+      });
+
       it('records last seen', async () => {
         const u = await user('gina');
         await store.setLastSeen(u.id, 1_700_000_000_000);
