@@ -6,13 +6,14 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import helmet from 'helmet';
-import type { Accounts, Authenticated } from '../core/accounts.js';
+import type { Accounts } from '../core/accounts.js';
 import type { Chats } from '../core/chats.js';
 import type { Config } from '../core/config.js';
-import { type ErrorCode, errorStatus, isAppError, isOutage, unauthorized } from '../core/errors.js';
+import { type ErrorCode, errorStatus, isAppError, isOutage } from '../core/errors.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PresenceView } from '../core/presence.js';
-import type { Store } from '../core/store/store.js';
+import { type UserDirectory, Users } from '../core/users.js';
+import { authPlugin } from './auth.js';
 import { Presenter } from './present.js';
 import { Chat, Envelope, ErrorBody, User } from './schemas.js';
 import { healthRoutes } from './routes/health.js';
@@ -21,20 +22,16 @@ import { chatsRoutes } from './routes/chats.js';
 import { messagesRoutes } from './routes/messages.js';
 import { webRoutes } from './web.js';
 
-/** What the routes need; built once in main.ts (or by a test). */
+/** What the HTTP server is built from: the core services and seams made in server.ts. */
 export interface ApiDeps {
-  store: Store;
   accounts: Accounts;
   chats: Chats;
+  /** Read by the users service (core/users.ts) built here; the routes never see it. */
+  store: UserDirectory;
   presence: PresenceView;
   metrics: Metrics;
-  presenter: Presenter;
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    auth: Authenticated | null;
-  }
+  /** Resolves when the store answers, rejects otherwise (/readyz). */
+  ready: () => Promise<void>;
 }
 
 /**
@@ -67,7 +64,7 @@ const SECURITY_HEADERS = helmet({
 export const BODY_LIMIT = 64 * 1024;
 
 /** The HTTP server of a process: health and metrics always; REST and /docs with the api role. */
-export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseLogger, deps: Omit<ApiDeps, 'presenter'>, { rest = true } = {}): Promise<FastifyInstance> {
+export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseLogger, deps: ApiDeps, { rest = true } = {}): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: BODY_LIMIT,
@@ -108,7 +105,6 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
 
-  const full: ApiDeps = { ...deps, presenter: new Presenter(deps.store, deps.presence) };
   const responses = deps.metrics.counter('chat_http_responses_total', 'HTTP responses by status code', ['status']);
   const latency = deps.metrics.histogram('chat_http_request_duration_seconds', 'HTTP requests from arrival to the end of the answer, by method, route and status', ['method', 'route', 'status']);
   app.addHook('onResponse', async (req, reply) => {
@@ -117,7 +113,7 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
     // The route's pattern, never the path (unbounded for 404s): one series per route.
     latency(reply.elapsedTime / 1000, { method: req.method, route: req.routeOptions.url ?? 'unmatched', status });
   });
-  await app.register(healthRoutes, { deps: full });
+  await app.register(healthRoutes, { metrics: deps.metrics, ready: deps.ready });
   if (!rest) return app;
 
   await app.register(swagger, {
@@ -130,12 +126,15 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
   await app.register(swaggerUi, { routePrefix: '/docs' });
   webRoutes(app);
 
-  app.decorateRequest('auth', null);
+  const { accounts, chats } = deps;
+  const users = new Users(deps.store, deps.presence);
+  const presenter = new Presenter(users);
   await app.register(
     async (api) => {
-      await api.register(usersRoutes, { deps: full });
-      await api.register(chatsRoutes, { deps: full });
-      await api.register(messagesRoutes, { deps: full });
+      await api.register(authPlugin, { accounts });
+      await api.register(usersRoutes, { accounts, users, presenter });
+      await api.register(chatsRoutes, { chats, presenter });
+      await api.register(messagesRoutes, { chats });
     },
     { prefix: '/api' },
   );
@@ -164,22 +163,6 @@ function decimalIntegers(schema: unknown, validate: ValidateFunction): ValidateF
   };
   check.errors = null as ValidateFunction['errors'];
   return check;
-}
-
-/** preHandler for routes that need a signed-in user: `Authorization: Bearer <token>`. */
-export function requireAuth(accounts: Accounts) {
-  return async (req: FastifyRequest) => {
-    const header = req.headers.authorization;
-    const match = header === undefined ? null : /^Bearer +([A-Za-z0-9._~+/=-]+)$/i.exec(header);
-    if (!match) throw unauthorized(header === undefined ? 'missing Authorization: Bearer <token>' : 'malformed Authorization header');
-    req.auth = await accounts.authenticate(match[1]!);
-  };
-}
-
-/** The signed-in caller, for handlers behind requireAuth. */
-export function caller(req: FastifyRequest): Authenticated {
-  if (!req.auth) throw unauthorized();
-  return req.auth;
 }
 
 /** The answer to a request that Node's HTTP parser refused, written on the socket itself. */

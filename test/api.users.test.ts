@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectAs } from './helpers/mqtt.js';
+import { pollUntil } from './helpers/poll.js';
 import { type TestServer, startTestServer } from './helpers/server.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -92,6 +94,30 @@ describe('REST accounts: /api/users', () => {
     const res = await srv.http.get('/api/users', token);
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ users: [], hasMore: false });
+  });
+
+  it('GET /api/users pages the users online now by username, with after and hasMore; offline users are not listed', async () => {
+    const tag = Math.random().toString(36).slice(2, 8);
+    const [c, a, offline, b] = await Promise.all(['c', 'a', 'b0', 'b'].map((l) => srv.signUp(`online_${l}_${tag}`)));
+    const conns = await Promise.all([b!, c!, a!].map((who) => connectAs(srv, who)));
+    try {
+      const names = (res: { body: { users: { username: string }[] } }) => res.body.users.map((u) => u.username);
+      // Presence counts a connection just after its CONNACK: read until all three are listed.
+      const all = await pollUntil(async () => names(await srv.http.get('/api/users?limit=100', offline!.token)), { done: (n) => n.length >= 3 });
+      expect(all).toEqual([a!.user.username, b!.user.username, c!.user.username]);
+
+      const p1 = await srv.http.get('/api/users?limit=2', offline!.token);
+      expect(p1.status).toBe(200);
+      expect(names(p1)).toEqual([a!.user.username, b!.user.username]);
+      expect(p1.body.hasMore).toBe(true);
+      expect(p1.body.users[0]).toMatchObject({ id: a!.user.id, displayName: a!.user.displayName, online: true });
+      const p2 = await srv.http.get(`/api/users?limit=2&after=${b!.user.username}`, offline!.token);
+      expect(p2.body).toEqual({ users: [expect.objectContaining({ id: c!.user.id, online: true })], hasMore: false });
+      // `after` need not be a listed username; the offline user sorts between a and b, and is skipped.
+      expect(names(await srv.http.get(`/api/users?after=${offline!.user.username}`, offline!.token))).toEqual([b!.user.username, c!.user.username]);
+    } finally {
+      await Promise.all(conns.map((conn) => conn.end()));
+    }
   });
 
   describe('search', () => {

@@ -1,8 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import type { Chats } from '../../core/chats.js';
 import { invalidInput } from '../../core/errors.js';
-import type { ChatType } from '../../core/store/store.js';
-import { type ApiDeps, caller, requireAuth } from '../app.js';
+import { caller } from '../auth.js';
+import type { Presenter } from '../present.js';
 import { ChatName, ChatNumberParam, Id, NumberPage, errors } from '../schemas.js';
 
 const ChatReply = Type.Object({ chat: Type.Ref('Chat') });
@@ -11,9 +12,8 @@ const ChatsReply = Type.Object({ chats: Type.Array(Type.Ref('Chat')), hasMore: T
 const MAX_IDS = 1000;
 
 /** Chats: create (direct or group), look up, list, and manage group members. */
-export const chatsRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (app, { deps }) => {
-  const { chats, presenter } = deps;
-  app.addHook('preHandler', requireAuth(deps.accounts));
+export const chatsRoutes: FastifyPluginAsyncTypebox<{ chats: Chats; presenter: Presenter }> = async (app, { chats, presenter }) => {
+  app.addHook('preHandler', app.authenticate);
   const schema = { tags: ['chats'], security: [{ bearer: [] }] };
 
   app.get('/chats', {
@@ -52,7 +52,7 @@ export const chatsRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (
     return reply.code(201).send({ chat: await presenter.chat(chat) });
   });
 
-  const listOf = (type: ChatType) => ({
+  const listOf = (type: 'direct' | 'group') => ({
     schema: {
       ...schema,
       summary: `Your own ${type} chats, by number (only your own id is allowed)`,

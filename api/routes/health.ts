@@ -1,20 +1,20 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { ApiDeps } from '../app.js';
+import type { Metrics } from '../../core/metrics.js';
 
 const Status = Type.Object({ status: Type.String() });
 
 /** Liveness (the process answers) and readiness (its store answers), outside /api. */
-export const healthRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (app, { deps }) => {
+export const healthRoutes: FastifyPluginAsyncTypebox<{ metrics: Metrics; ready: () => Promise<void> }> = async (app, { metrics, ready }) => {
   app.get('/healthz', { schema: { hide: true, response: { 200: Status } } }, async () => ({ status: 'ok' }));
 
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
-    reply.type(deps.metrics.contentType).send(await deps.metrics.render()),
+    reply.type(metrics.contentType).send(await metrics.render()),
   );
 
   app.get('/readyz', { schema: { hide: true, response: { 200: Status, 503: Status } } }, async (req, reply) => {
     try {
-      await deps.store.ping();
+      await ready();
       return { status: 'ready' };
     } catch (err) {
       req.log.warn({ err }, 'store not ready');

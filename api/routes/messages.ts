@@ -1,15 +1,16 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { type Envelope, envelopeJson } from '../../core/envelope.js';
-import { type ApiDeps, caller, requireAuth } from '../app.js';
+import type { Chats } from '../../core/chats.js';
+import { caller } from '../auth.js';
 import { Id, MessageQuery, errors } from '../schemas.js';
 
 const pageJson = (page: { messages: Envelope[]; hasMore: boolean }) => `{"messages":[${page.messages.map(envelopeJson).join(',')}],"hasMore":${page.hasMore}}`;
 
 /** Message history: the stored log of a chat, for members, by seq. */
-export const messagesRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (app, { deps }) => {
+export const messagesRoutes: FastifyPluginAsyncTypebox<{ chats: Chats }> = async (app, { chats }) => {
   app.get('/messages/:chatId', {
-    preHandler: requireAuth(deps.accounts),
+    preHandler: app.authenticate,
     schema: {
       tags: ['messages'],
       security: [{ bearer: [] }],
@@ -21,5 +22,5 @@ export const messagesRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = asyn
     // A page is the envelopes' JSON as stored (and as delivered live), joined rather than
     // serialised again: that was most of this route's work.
     serializerCompiler: ({ httpStatus }) => (httpStatus === '200' ? pageJson : JSON.stringify),
-  }, async (req) => deps.chats.history(caller(req).user.id, req.params.chatId, req.query));
+  }, async (req) => chats.history(caller(req).user.id, req.params.chatId, req.query));
 };

@@ -1,16 +1,18 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import type { Accounts } from '../../core/accounts.js';
 import { PASSWORD_MAX } from '../../core/rules.js';
-import { type ApiDeps, caller, requireAuth } from '../app.js';
+import type { Users } from '../../core/users.js';
+import { caller } from '../auth.js';
+import type { Presenter } from '../present.js';
 import { DisplayName, Password, SearchQuery, UserPage, Username, errors } from '../schemas.js';
 
 const UserReply = Type.Object({ user: Type.Ref('User') });
 const UsersReply = Type.Object({ users: Type.Array(Type.Ref('User')), hasMore: Type.Boolean() });
 
 /** Accounts: register, login/logout, who am I, who is online, search. */
-export const usersRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (app, { deps }) => {
-  const { accounts, presenter, presence, store } = deps;
-  const auth = { preHandler: requireAuth(accounts), schema: { security: [{ bearer: [] }] } };
+export const usersRoutes: FastifyPluginAsyncTypebox<{ accounts: Accounts; users: Users; presenter: Presenter }> = async (app, { accounts, users, presenter }) => {
+  const auth = { preHandler: app.authenticate, schema: { security: [{ bearer: [] }] } };
   const tags = ['users'];
 
   app.post('/users', {
@@ -50,10 +52,8 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (
     ...auth,
     schema: { ...auth.schema, tags, summary: 'Users online now, by username', querystring: UserPage, response: { 200: UsersReply, ...errors(400, 401) } },
   }, async (req) => {
-    const { after, limit } = req.query;
-    const online = await store.getUsers(await presence.listOnline());
-    const sorted = online.filter((u) => after === undefined || u.username > after).sort((a, b) => (a.username < b.username ? -1 : 1));
-    return { users: await presenter.users(sorted.slice(0, limit)), hasMore: sorted.length > limit };
+    const page = await users.online(req.query);
+    return { users: await presenter.users(page.items), hasMore: page.hasMore };
   });
 
   app.get('/users/me', {
@@ -69,7 +69,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ deps: ApiDeps }> = async (
     },
   }, async (req) => {
     const { q, after, limit } = req.query;
-    const page = await store.searchUsers(q, { after, limit });
+    const page = await users.search(q, { after, limit });
     return { users: await presenter.users(page.items), hasMore: page.hasMore };
   });
 };
