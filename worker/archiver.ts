@@ -1,7 +1,8 @@
-import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import type { Channel, ConsumeMessage } from 'amqplib';
+import { AmqpConnection } from '../core/amqp/connection.js';
+import { assertArchiveQueues, queueNames } from '../core/amqp/topology.js';
 import type { Envelope } from '../core/envelope.js';
 import type { Appended, Store } from '../core/store/store.js';
-import { assertArchiveQueues } from '../core/amqp/topology.js';
 
 export interface ArchiverOptions {
   /** Unacknowledged messages RabbitMQ may hand this worker at once. */
@@ -29,14 +30,11 @@ export interface ArchiverOptions {
  * without a word.
  */
 export class Archiver {
-  private connection: ChannelModel | null = null;
-  private channel: Channel | null = null;
+  private readonly link: AmqpConnection<Channel>;
   private batch: ConsumeMessage[] = [];
   private timer: NodeJS.Timeout | null = null;
   private writing: Promise<void> = Promise.resolve();
-  private stopped = false;
-  private retryDelay = 200;
-  private queue = '';
+  private readonly queue: string;
   /** Envelopes written since start (for metrics and tests). */
   stored = 0;
 
@@ -46,8 +44,8 @@ export class Archiver {
   private readonly onError: (err: unknown) => void;
 
   constructor(
-    private readonly url: string,
-    private readonly namespace: string,
+    url: string,
+    namespace: string,
     private readonly store: Store,
     options: ArchiverOptions = {},
   ) {
@@ -55,45 +53,26 @@ export class Archiver {
     this.batchSize = options.batchSize ?? 200;
     this.lingerMs = options.lingerMs ?? 10;
     this.onError = options.onError ?? (() => {});
+    this.queue = queueNames(namespace).archive;
+    this.link = new AmqpConnection(url, {
+      open: async (connection) => {
+        const channel = await connection.createChannel();
+        await assertArchiveQueues(channel, namespace);
+        await channel.prefetch(this.prefetch);
+        return channel;
+      },
+      ready: (channel) => channel.consume(this.queue, (msg) => msg && this.receive(msg)),
+      // Unacknowledged messages go back to the queue with the channel; forget them here.
+      lost: () => {
+        this.batch = [];
+      },
+      onError: (err) => this.onError(err),
+    });
   }
 
   /** Connects and starts consuming; rejects if RabbitMQ cannot be reached the first time. */
-  async start(): Promise<void> {
-    await this.open();
-  }
-
-  private async open(): Promise<void> {
-    const connection = await amqp.connect(this.url);
-    const channel = await connection.createChannel();
-    this.queue = (await assertArchiveQueues(channel, this.namespace)).archive;
-    await channel.prefetch(this.prefetch);
-    const lost = () => {
-      if (this.connection !== connection) return;
-      this.connection = null;
-      this.channel = null;
-      // Unacknowledged messages go back to the queue with the channel; forget them here.
-      this.batch = [];
-      this.reconnect();
-    };
-    connection.on('error', (err) => this.onError(err));
-    connection.on('close', lost);
-    channel.on('error', (err) => this.onError(err));
-    channel.on('close', lost);
-    this.connection = connection;
-    this.channel = channel;
-    this.retryDelay = 200;
-    await channel.consume(this.queue, (msg) => msg && this.receive(msg));
-  }
-
-  private reconnect() {
-    if (this.stopped) return;
-    void (async () => {
-      while (!this.stopped && !this.channel) {
-        await new Promise((r) => setTimeout(r, this.retryDelay).unref());
-        this.retryDelay = Math.min(this.retryDelay * 2, 5000);
-        await this.open().catch((err: unknown) => this.onError(err));
-      }
-    })();
+  start(): Promise<void> {
+    return this.link.start();
   }
 
   private receive(msg: ConsumeMessage) {
@@ -106,7 +85,7 @@ export class Archiver {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     const batch = this.batch.splice(0);
-    const channel = this.channel;
+    const channel = this.link.channel;
     if (batch.length === 0 || !channel) return;
     // Batches are written one after another, in delivery order.
     // A failure (e.g. acking on a channel that just closed) must not stop later batches.
@@ -169,20 +148,17 @@ export class Archiver {
 
   /** Messages waiting in the archive queue: how far history lags behind live delivery. */
   async lag(): Promise<number> {
-    if (!this.channel) return Number.NaN;
-    return (await this.channel.checkQueue(this.queue)).messageCount;
+    const channel = this.link.channel;
+    if (!channel) return Number.NaN;
+    return (await channel.checkQueue(this.queue)).messageCount;
   }
 
   /** Writes what it holds, then disconnects; unacknowledged messages return to the queue. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.flush();
-    await this.writing;
-    const connection = this.connection;
-    this.connection = null;
-    this.channel = null;
-    // close() never settles on a connection whose socket already died: bound it.
-    await Promise.race([connection?.close().catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
+  stop(): Promise<void> {
+    return this.link.close(async () => {
+      this.flush();
+      await this.writing;
+    });
   }
 }
 
