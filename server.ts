@@ -14,6 +14,7 @@ import { type Config, StartupError } from './core/config.js';
 import { Membership } from './core/membership.js';
 import { Metrics } from './core/metrics.js';
 import { Sender } from './core/sender.js';
+import { Users } from './core/users.js';
 import type { Store } from './core/store/store.js';
 import { openArchive } from './seams/archive.js';
 import { inProcessSeams } from './seams/in-process.js';
@@ -95,7 +96,8 @@ export async function startServer(config: Config): Promise<Running> {
       onError,
     });
     const chats = new Chats(store, new ChatEventPublisher({ sequencer: seams.sequencer, archive, bus, outbox, onError }), seams.sendClaims);
-    app = await buildApi(config, log, { store, presence, accounts, metrics, chats, ready: () => store.ping() }, { rest: roles.has('api') });
+    const users = new Users(store, presence);
+    app = await buildApi(config, log, { accounts, chats, users, metrics, ready: () => store.ping() }, { rest: roles.has('api') });
     closers.push(() => app.close());
     // Every process has a broker node: with the broker role it accepts MQTT clients; without it
     // (api, worker) it only publishes server messages (system messages, inbox events, kicks)

@@ -11,8 +11,7 @@ import type { Chats } from '../core/chats.js';
 import type { Config } from '../core/config.js';
 import { type ErrorCode, errorStatus, isAppError, isOutage } from '../core/errors.js';
 import type { Metrics } from '../core/metrics.js';
-import type { PresenceView } from '../core/presence.js';
-import { type UserDirectory, Users } from '../core/users.js';
+import type { Users } from '../core/users.js';
 import { authPlugin } from './auth.js';
 import { Presenter } from './present.js';
 import { Chat, Envelope, ErrorBody, User } from './schemas.js';
@@ -26,9 +25,7 @@ import { webRoutes } from './web.js';
 export interface ApiDeps {
   accounts: Accounts;
   chats: Chats;
-  /** Read by the users service (core/users.ts) built here; the routes never see it. */
-  store: UserDirectory;
-  presence: PresenceView;
+  users: Users;
   metrics: Metrics;
   /** Resolves when the store answers, rejects otherwise (/readyz). */
   ready: () => Promise<void>;
@@ -126,8 +123,7 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
   await app.register(swaggerUi, { routePrefix: '/docs' });
   webRoutes(app);
 
-  const { accounts, chats } = deps;
-  const users = new Users(deps.store, deps.presence);
+  const { accounts, chats, users } = deps;
   const presenter = new Presenter(users);
   await app.register(
     async (api) => {
