@@ -12,8 +12,9 @@ import type {
  * Documents:
  *   users     { _id, username, displayName, searchName, passwordHash, createdAt, lastSeenAt }
  *   sessions  { _id, userId, createdAt, expiresAt, revokedAt }
- *   chats     { _id, number, type, name, visibility, ownerId, directKey?, members: [{userId, joinedAt}], membersVersion, lastSeq, createdAt }
- *             members are embedded (a group has at most 100), in join order
+ *   chats     { _id, number, type, name, visibility, ownerId, directKey?, members: [{userId, joinedAt}], membersVersion, createdAt }
+ *             members are embedded (a group has at most 100), in join order; a chat's lastSeq
+ *             is read from the log (its highest seq, one indexed read), never kept twice
  *   messages  { _id: envelope id, chatId, seq, senderId, clientMsgId, envelope }
  *   counters  { _id: 'chatNumber', n }     the last chat number handed out
  *   meta      { _id: 'schema', version }   how many MIGRATIONS ran
@@ -194,7 +195,7 @@ export class MongoStore implements Store {
     return this.transaction(async (session) => {
       // $type repeats the partial index's filter, so the planner can use the index.
       const existing = await this.chats.findOne({ directKey: { $eq: directKey, $type: 'string' } }, { session });
-      if (existing) return { chat: toChat(existing), created: false };
+      if (existing) return { chat: toChat(existing, await this.maxSeq(existing._id)), created: false };
       const chat = await this.insertChat(session, {
         _id: c.id, type: 'direct', name: null, visibility: 'private', ownerId: null, directKey, createdAt: c.createdAt,
       }, c.userIds);
@@ -210,13 +211,13 @@ export class MongoStore implements Store {
   }
 
   /** Inserts a new chat with the next number, its members joined at its creation. */
-  private async insertChat(session: ClientSession, fields: Omit<ChatDoc, 'number' | 'members' | 'membersVersion' | 'lastSeq'>, memberIds: readonly string[]): Promise<ChatRecord> {
+  private async insertChat(session: ClientSession, fields: Omit<ChatDoc, 'number' | 'members' | 'membersVersion'>, memberIds: readonly string[]): Promise<ChatRecord> {
     const doc: ChatDoc = {
-      ...fields, number: await this.nextNumber(session), lastSeq: 0, membersVersion: 1,
+      ...fields, number: await this.nextNumber(session), membersVersion: 1,
       members: memberIds.map((userId) => ({ userId, joinedAt: fields.createdAt })),
     };
     await this.chats.insertOne(doc, { session });
-    return toChat(doc);
+    return toChat(doc, 0);
   }
 
   /** The next chat number: the counter document serialises concurrent creations (a second
@@ -233,12 +234,12 @@ export class MongoStore implements Store {
 
   async getChat(id: string): Promise<ChatRecord | null> {
     const d = await this.chats.findOne({ _id: id });
-    return d ? toChat(d) : null;
+    return d ? this.record(d) : null;
   }
 
   async getChatByNumber(number: number): Promise<ChatRecord | null> {
     const d = await this.chats.findOne({ number });
-    return d ? toChat(d) : null;
+    return d ? this.record(d) : null;
   }
 
   async listChatsOfMember(userId: string, type: ChatType, page: Page<number>): Promise<PageOf<ChatRecord>> {
@@ -247,7 +248,7 @@ export class MongoStore implements Store {
       .sort({ number: 1 })
       .limit(page.limit + 1)
       .toArray();
-    return pageOf(docs, page.limit, toChat);
+    return this.records(pageOf(docs, page.limit));
   }
 
   async listPublicGroups(page: Page<number>): Promise<PageOf<ChatRecord>> {
@@ -256,7 +257,7 @@ export class MongoStore implements Store {
       .sort({ number: 1 })
       .limit(page.limit + 1)
       .toArray();
-    return pageOf(docs, page.limit, toChat);
+    return this.records(pageOf(docs, page.limit));
   }
 
   async addMembers(chatId: string, userIds: readonly string[], maxMembers: number, at: number) {
@@ -269,13 +270,13 @@ export class MongoStore implements Store {
       const current = new Set(doc.members.map((m) => m.userId));
       const added = [...new Set(userIds)].filter((u) => !current.has(u));
       if (current.size + added.length > maxMembers) throw groupFull(maxMembers);
-      if (added.length === 0) return { chat: toChat(doc), added };
+      if (added.length === 0) return { chat: await this.record(doc), added };
       const updated = await this.chats.findOneAndUpdate(
         { _id: chatId, members: doc.members },
         { $push: { members: { $each: added.map((userId) => ({ userId, joinedAt: at })) } }, $inc: { membersVersion: 1 } },
         { returnDocument: 'after' },
       );
-      if (updated) return { chat: toChat(updated), added };
+      if (updated) return { chat: await this.record(updated), added };
     }
   }
 
@@ -296,9 +297,18 @@ export class MongoStore implements Store {
       ],
       { returnDocument: 'after' },
     );
-    if (updated) return { chat: toChat(updated), removed: true };
+    if (updated) return { chat: await this.record(updated), removed: true };
     const doc = await this.chats.findOne({ _id: chatId });
-    return doc ? { chat: toChat(doc), removed: false } : null;
+    return doc ? { chat: await this.record(doc), removed: false } : null;
+  }
+
+  /** A chat document as a record, its lastSeq read from the log. */
+  private async record(doc: ChatDoc): Promise<ChatRecord> {
+    return toChat(doc, await this.maxSeq(doc._id));
+  }
+
+  private async records(page: PageOf<ChatDoc>): Promise<PageOf<ChatRecord>> {
+    return { items: await Promise.all(page.items.map((d) => this.record(d))), hasMore: page.hasMore };
   }
 
   // ---- message log
@@ -343,9 +353,7 @@ export class MongoStore implements Store {
 
       const fresh: MessageDoc[] = [];
       const outcomes: Appended[] = [];
-      const top = new Map<string, number>();
       for (const e of envelopes) {
-        top.set(e.chatId, Math.max(top.get(e.chatId) ?? 0, e.seq));
         const doc: MessageDoc = {
           _id: e.id, chatId: e.chatId, seq: e.seq,
           senderId: e.type === 'message' ? e.senderId : null,
@@ -365,7 +373,6 @@ export class MongoStore implements Store {
       }
       // ignoreUndefined: an absent optional field (actorId) stays absent, as appended.
       if (fresh.length > 0) await this.messages.insertMany(fresh, { session, ignoreUndefined: true });
-      for (const [chatId, seq] of top) await this.chats.updateOne({ _id: chatId }, { $max: { lastSeq: seq } }, { session });
       return outcomes;
     });
   }
@@ -424,6 +431,11 @@ const MIGRATIONS: Array<(db: Db) => Promise<void>> = [
       db.collection<{ _id: string; n: number }>('counters').updateOne({ _id: CHAT_NUMBER }, { $setOnInsert: { n: 0 } }, { upsert: true }),
     );
   },
+  // A chat's lastSeq is read from the log (the chat_seq index) since schema version 2: the
+  // field kept beside it cost a write per chat per batch.
+  async (db) => {
+    await db.collection('chats').updateMany({ lastSeq: { $exists: true } }, { $unset: { lastSeq: '' } });
+  },
 ];
 
 /** The database named in a connection string (mongodb://host/<db>?options), if any. */
@@ -442,7 +454,9 @@ interface ChatDoc {
   directKey?: string; members: Array<{ userId: string; joinedAt: number }>;
   /** absent in documents written before it existed: 0 there ($inc then makes it 1) */
   membersVersion?: number;
-  lastSeq: number; createdAt: number;
+  /** written by releases before the log was its only source (schema version 1); unset by migration 2 */
+  lastSeq?: number;
+  createdAt: number;
 }
 interface MessageDoc { _id: string; chatId: string; seq: number; senderId: string | null; clientMsgId: string | null; envelope: Envelope }
 
@@ -450,9 +464,9 @@ const toUser = (d: UserDoc): UserRecord => ({
   id: d._id, username: d.username, displayName: d.displayName, passwordHash: d.passwordHash, createdAt: d.createdAt, lastSeenAt: d.lastSeenAt,
 });
 
-const toChat = (d: ChatDoc): ChatRecord => ({
+const toChat = (d: ChatDoc, lastSeq: number): ChatRecord => ({
   id: d._id, number: d.number, type: d.type, name: d.name, visibility: d.visibility, ownerId: d.ownerId,
-  memberIds: d.members.map((m) => m.userId), membersVersion: d.membersVersion ?? 0, lastSeq: d.lastSeq, createdAt: d.createdAt,
+  memberIds: d.members.map((m) => m.userId), membersVersion: d.membersVersion ?? 0, lastSeq, createdAt: d.createdAt,
 });
 
 const toMessages = (page: PageOf<MessageDoc>) => ({ messages: page.items.map((d) => d.envelope), hasMore: page.hasMore });
