@@ -21,7 +21,7 @@ import { chatsRoutes } from './routes/chats.js';
 import { messagesRoutes } from './routes/messages.js';
 import { webRoutes } from './web.js';
 
-/** What the HTTP server is built from: the core services and seams made in server.ts. */
+/** What the HTTP server is built from: the core services made in server.ts. */
 export interface ApiDeps {
   accounts: Accounts;
   chats: Chats;
