@@ -9,6 +9,7 @@ import { newId } from '../core/ids.js';
 import { SqliteStore } from '../core/store/sqlite.js';
 import { Archiver } from '../worker/archiver.js';
 import { archiveContract } from './contracts/archive.contract.js';
+import { pollUntil } from './helpers/poll.js';
 import { TcpProxy } from './helpers/proxy.js';
 import { tempDir } from './helpers/server.js';
 import { AMQP_URL } from './support/conditional.js';
@@ -33,13 +34,6 @@ let namespaceCount = 0;
 const newNamespace = () => `test-${process.pid}-${Date.now()}-${namespaceCount++}`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const until = async (check: () => Promise<boolean> | boolean, ms = 15_000) => {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(25);
-  }
-};
 
 /** Runs `fn` on a channel of a connection of its own, closed afterwards. */
 async function onChannel<T>(fn: (ch: Channel) => Promise<T>): Promise<T> {
@@ -104,8 +98,8 @@ archiveContract('AmqpArchive (RabbitMQ, worker into SQLite)', async () => {
       const worker = new Archiver(url, namespace, store, { lingerMs: 1, onError: (err) => errors.push(String(err)) });
       await worker.start();
       try {
-        await until(async () => (await store.maxSeq(markerChat)) === 1, 30_000);
-        await until(async () => (await worker.lag()) === 0);
+        expect(await pollUntil(() => store.maxSeq(markerChat), { done: (n) => n === 1, within: 30_000, every: 25 }), 'the worker stored the marker').toBe(1);
+        expect(await pollUntil(() => worker.lag(), { done: (n) => n === 0, within: 15_000, every: 25 }), "the worker's lag came to 0").toBe(0);
       } finally {
         await worker.stop();
       }
@@ -160,13 +154,13 @@ describe('archive through RabbitMQ', () => {
     const proxy = await proxied();
     const first = new Archiver(through(proxy), namespace, store, { prefetch: 50, batchSize: 20, lingerMs: 1 });
     await first.start();
-    await until(() => first.stored >= 100);
+    expect(await pollUntil(() => first.stored, { done: (n) => n >= 100, within: 15_000, every: 25 }), 'the first worker stored 100 envelopes').toBeGreaterThanOrEqual(100);
     // Abrupt death: the socket goes away with messages unacknowledged (as with SIGKILL).
     await proxy.cut();
     await first.stop();
     const second = new Archiver(url, namespace, store);
     await second.start();
-    await until(async () => (await store.maxSeq(chatId)) === 800);
+    expect(await pollUntil(() => store.maxSeq(chatId), { done: (n) => n === 800, within: 15_000, every: 25 }), 'the second worker stored up to seq 800').toBe(800);
     expect(await allSeqs()).toEqual(Array.from({ length: 800 }, (_, i) => i + 1));
     await second.stop();
     await archive.close();
@@ -183,7 +177,7 @@ describe('archive through RabbitMQ', () => {
     ch.sendToQueue(queueNames(namespace).archive, Buffer.from('not json at all'), { persistent: true });
     const worker = new Archiver(url, namespace, store, { lingerMs: 1 });
     await worker.start();
-    await until(async () => (await ch.checkQueue(queueNames(namespace).dead)).messageCount === 2, 30_000);
+    expect(await pollUntil(async () => (await ch.checkQueue(queueNames(namespace).dead)).messageCount, { done: (n) => n === 2, within: 30_000, every: 25 }), 'two messages dead-lettered').toBe(2);
     expect((await store.maxSeq(chatId))).toBe(802);
     expect(await worker.lag()).toBe(0);
     await worker.stop();
@@ -205,13 +199,17 @@ describe('archive through RabbitMQ', () => {
     await worker.start();
     const raw = await amqp.connect(url);
     const ch = await raw.createChannel();
-    await until(async () => (await ch.checkQueue(queueNames(namespace).dead)).messageCount === 1 && (await store.maxSeq(chatId)) === 901);
+    const settled = await pollUntil(
+      async () => ({ dead: (await ch.checkQueue(queueNames(namespace).dead)).messageCount, maxSeq: await store.maxSeq(chatId) }),
+      { done: (s) => s.dead === 1 && s.maxSeq === 901, within: 15_000, every: 25 },
+    );
+    expect(settled, 'one message dead-lettered and the rest stored up to seq 901').toEqual({ dead: 1, maxSeq: 901 });
     const dead = await ch.get(queueNames(namespace).dead, { noAck: true });
     expect(dead && JSON.parse(dead.content.toString()).id).toBe(usurper.id);
     expect(errors).toContain(`seq 900 of chat ${chatId} belongs to message ${held.id}; envelope ${usurper.id} dead-lettered`);
     const { messages } = await store.listMessages(chatId, { after: 899, limit: 10 });
     expect(messages.map((m) => [m.seq, m.id === held.id])).toEqual([[900, true], [901, false]]);
-    await until(async () => (await worker.lag()) === 0);
+    expect(await pollUntil(() => worker.lag(), { done: (n) => n === 0, within: 15_000, every: 25 }), "the worker's lag came to 0").toBe(0);
     await worker.stop();
     await raw.close();
     await archive.close();
@@ -232,7 +230,10 @@ describe('archive through RabbitMQ', () => {
     await proxy.cut();
     // Both have noticed, and are reconnecting (the first attempt 200 ms after the loss).
     const refused = () => archive.append(envelope(9001)).then(() => false, () => true);
-    await until(async () => Number.isNaN(await worker.lag().catch(() => 0)) && (await refused()), 5000);
+    expect(
+      await pollUntil(async () => Number.isNaN(await worker.lag().catch(() => 0)) && (await refused()), { within: 5000, every: 25 }),
+      'the worker lost its connection and the archive refuses appends',
+    ).toBe(true);
     await archive.close();
     await worker.stop();
     // Both declare the queues each time they connect: without them, a connection made since shows.

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Archive } from '../../core/archive.js';
 import type { Envelope } from '../../core/envelope.js';
 import { newId } from '../../core/ids.js';
+import { pollUntil } from '../helpers/poll.js';
 
 /**
  * The archive contract (core/archive.ts): every Archive implementation runs this suite against
@@ -34,8 +35,6 @@ export interface ArchiveBackend {
   /** Closes the archive, whether or not the case did, and removes the backend. */
   cleanup(): Promise<void>;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `p`, or a rejection saying what did not settle within `ms`. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -118,15 +117,16 @@ export function archiveContract(name: string, open: () => Promise<ArchiveBackend
       if (!backend.restore) return;
       await backend.restore();
       // An archive that reconnects in the background refuses until it has.
-      let accepted: Envelope | null = null;
-      const deadline = Date.now() + 20_000;
-      for (let seq = 6; !accepted; seq++) {
-        const e = envelope(seq);
-        attempted.push(e);
-        accepted = await within(archive.append(e).then(() => e, () => null), 20_000, 'an append once reachable');
-        if (!accepted && Date.now() > deadline) throw new Error('appends still refused 20 s after the backend was back');
-        if (!accepted) await sleep(50);
-      }
+      let seq = 6;
+      const accepted = await pollUntil(
+        () => {
+          const e = envelope(seq++);
+          attempted.push(e);
+          return within(archive.append(e).then(() => e, () => null), 20_000, 'an append once reachable');
+        },
+        { within: 20_000, every: 50 },
+      );
+      expect(accepted, 'appends still refused 20 s after the backend was back').not.toBeNull();
       const stored = await backend.stored();
       expect(stored).toEqual(expect.arrayContaining([first, accepted]));
       // A refused append promised nothing (a queue's confirm can be lost on the way), but what
