@@ -78,8 +78,13 @@ export async function startServer(config: Config): Promise<Running> {
     const { bus, presence } = seams;
     const metrics = new Metrics();
     const aedes = await createAedes(seams.aedes);
+    // Closed by the broker once it exists (closing twice is nothing); before that, by this.
+    closers.push(() => new Promise<void>((resolve) => aedes.close(() => resolve())));
     const outbox = brokerOutbox(aedes, log);
-    const accounts = new Accounts({ store, secret: config.jwtSecret, tokenTtlSeconds: config.tokenTtl, bus, loginFailures: seams.loginFailures, onError });
+    const accounts = new Accounts({
+      store, secret: config.jwtSecret, tokenTtlSeconds: config.tokenTtl, bus, loginFailures: seams.loginFailures,
+      onError: (err, what) => log.warn({ err }, `failed: ${what}`), // the session sweep: tried again in an hour
+    });
     closers.push(() => accounts.close());
     const connections = new Connections();
     const membership = new Membership(store, bus, { onError: (err, what) => log.error({ err }, what), connectedHere: (userId) => connections.connected(userId) });

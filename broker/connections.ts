@@ -16,18 +16,32 @@ export class Connections {
   private readonly byClient = new WeakMap<Client, Conn>();
   private readonly byUser = new Map<string, Set<Client>>();
   private readonly bySession = new Map<string, Set<Client>>();
+  /** Authenticated connections not ready yet, per user (Aedes restores their subscriptions
+   * and delivers their offline queue before 'clientReady'). */
+  private readonly settingUp = new Map<string, number>();
+  private readonly gone = new WeakSet<Client>();
 
+  /** Called once the connection is authenticated. */
   attach(client: Client, conn: Conn) {
     this.byClient.set(client, conn);
+    this.settingUp.set(conn.user.id, (this.settingUp.get(conn.user.id) ?? 0) + 1);
+  }
+
+  private setUp(userId: string) {
+    const n = (this.settingUp.get(userId) ?? 0) - 1;
+    if (n > 0) this.settingUp.set(userId, n);
+    else this.settingUp.delete(userId);
   }
 
   get(client: Client): Conn | undefined {
     return this.byClient.get(client);
   }
 
-  /** Called when the connection is ready (CONNACK sent). A token's connections end when it
-   * expires, as they end when it is revoked. */
-  add(client: Client, conn: Conn) {
+  /** Called when the connection is ready (CONNACK sent); false if it has gone already. A
+   * token's connections end when it expires, as they end when it is revoked. */
+  add(client: Client, conn: Conn): boolean {
+    if (this.gone.has(client)) return false;
+    this.setUp(conn.user.id);
     add(this.byUser, conn.user.id, client);
     add(this.bySession, conn.sessionId, client);
     const closeAtExpiry = () => {
@@ -36,12 +50,18 @@ export class Connections {
       else client.close();
     };
     closeAtExpiry();
+    return true;
   }
 
   /** Called when it goes; returns its Conn if it had been added (and not removed since). */
   remove(client: Client): Conn | undefined {
     const conn = this.byClient.get(client);
-    if (!conn || !this.byUser.get(conn.user.id)?.has(client)) return undefined;
+    if (!conn || this.gone.has(client)) return undefined; // a second call: shutdown, then 'clientDisconnect'
+    this.gone.add(client);
+    if (!this.byUser.get(conn.user.id)?.has(client)) {
+      this.setUp(conn.user.id); // gone before it was ready
+      return undefined;
+    }
     clearTimeout(conn.expiryTimer);
     remove(this.byUser, conn.user.id, client);
     remove(this.bySession, conn.sessionId, client);
@@ -55,9 +75,9 @@ export class Connections {
     return n;
   }
 
-  /** Whether the user has a live connection to this node. */
+  /** Whether the user has a connection to this node, live or being set up. */
   connected(userId: string): boolean {
-    return this.byUser.has(userId);
+    return this.byUser.has(userId) || this.settingUp.has(userId);
   }
 
   ofUser(userId: string): Client[] {

@@ -25,8 +25,7 @@ export function publishPresence(ctx: BrokerContext, userId: string, status: 'onl
  */
 export function onClientReady(ctx: BrokerContext, client: Client) {
   const conn = ctx.connections.get(client);
-  if (!conn || client.closed) return;
-  ctx.connections.add(client, conn);
+  if (!conn || client.closed || !ctx.connections.add(client, conn)) return;
   ctx.presence.connected(conn.user.id).then(
     async (cameOnline) => {
       if (cameOnline) await publishPresence(ctx, conn.user.id, 'online');

@@ -82,15 +82,15 @@ export class ChatEventPublisher implements ChatEvents {
    */
   private async system(chatId: string, messages: readonly SystemMessage[]): Promise<number> {
     const envelopes: SystemEnvelope[] = [];
-    try {
-      for (const { event, userId, actorId } of messages) {
+    for (const { event, userId, actorId } of messages) {
+      try {
         envelopes.push({
           type: 'system', id: newId(), chatId, seq: await this.deps.sequencer.next(chatId), event, userId,
           ...(actorId === undefined ? {} : { actorId }), createdAt: new Date().toISOString(),
         });
+      } catch (err) {
+        this.deps.onError(err, `numbering system message ${event} in chat ${chatId}`);
       }
-    } catch (err) {
-      this.deps.onError(err, `numbering system messages in chat ${chatId}`);
     }
     const appended = await Promise.allSettled(envelopes.map((envelope) => this.deps.archive.append(envelope)));
     let lastSeq = 0;

@@ -23,8 +23,7 @@ export type ErrorCode = keyof typeof errorStatus;
  * Why a chat message sent over MQTT was refused: the `reason` of its `message.rejected` inbox
  * event (docs/mqtt.md). Where a reason means what a REST code means, it is that code.
  */
-export const rejectReasons = ['too_long', 'empty', 'invalid_payload', 'not_member', 'rate_limited'] as const;
-export type RejectReason = (typeof rejectReasons)[number];
+export type RejectReason = 'too_long' | 'empty' | 'invalid_payload' | Extract<ErrorCode, 'not_member' | 'rate_limited'>;
 
 export class AppError extends Error {
   readonly code: ErrorCode;

@@ -7,7 +7,6 @@ import type { RejectReason } from './errors.js';
 export const MAX_TEXT_CODE_POINTS = 1000;
 export const MAX_CLIENT_MSG_ID = 64;
 
-
 /** On refusal, `clientMsgId` is the sender's key when that part was valid, so the client can
  * tell which of its pending sends failed. */
 export type SendInput = { ok: true; text: string; clientMsgId: string | null } | { ok: false; reason: RejectReason; clientMsgId: string | null };

@@ -91,8 +91,9 @@ describe('MQTT messaging', () => {
         '-h', '127.0.0.1', '-p', String(srv.mqttPort), '-u', 'bob', '-P', bob.token, '-i', cliId,
         '-q', '1', '-t', topic, '-C', '1', '-W', '20',
       ]);
-      // Listen for the exit now: mosquitto_sub may exit before mosquitto_pub returns.
-      const exited = new Promise<number | null>((resolve) => sub.on('exit', resolve));
+      // Listen for the end now: mosquitto_sub may exit before mosquitto_pub returns. 'close',
+      // not 'exit': 'exit' may come before the last of its output has been read.
+      const exited = new Promise<number | null>((resolve) => sub.on('close', resolve));
       let out = '';
       sub.stdout.on('data', (d) => (out += d));
       await subscribed; // bob's command-line client is connected and subscribed

@@ -66,7 +66,15 @@ export class AmqpConnection<C extends Channel> {
     this.connection = connection;
     this.channel = channel;
     this.retryDelay = FIRST_RETRY_MS;
-    await this.options.ready?.(channel);
+    try {
+      await this.options.ready?.(channel);
+    } catch (err) {
+      // Not usable (e.g. the consumer could not start): let it go, as if it had been lost.
+      this.connection = null;
+      this.channel = null;
+      await closeWithin(connection);
+      throw err;
+    }
   }
 
   private reconnect() {

@@ -195,7 +195,7 @@ export class MongoStore implements Store {
     return this.transaction(async (session) => {
       // $type repeats the partial index's filter, so the planner can use the index.
       const existing = await this.chats.findOne({ directKey: { $eq: directKey, $type: 'string' } }, { session });
-      if (existing) return { chat: toChat(existing, await this.maxSeq(existing._id)), created: false };
+      if (existing) return { chat: await this.record(existing), created: false };
       const chat = await this.insertChat(session, {
         _id: c.id, type: 'direct', name: null, visibility: 'private', ownerId: null, directKey, createdAt: c.createdAt,
       }, c.userIds);
@@ -431,11 +431,6 @@ const MIGRATIONS: Array<(db: Db) => Promise<void>> = [
       db.collection<{ _id: string; n: number }>('counters').updateOne({ _id: CHAT_NUMBER }, { $setOnInsert: { n: 0 } }, { upsert: true }),
     );
   },
-  // A chat's lastSeq is read from the log (the chat_seq index) since schema version 2: the
-  // field kept beside it cost a write per chat per batch.
-  async (db) => {
-    await db.collection('chats').updateMany({ lastSeq: { $exists: true } }, { $unset: { lastSeq: '' } });
-  },
 ];
 
 /** The database named in a connection string (mongodb://host/<db>?options), if any. */
@@ -454,7 +449,8 @@ interface ChatDoc {
   directKey?: string; members: Array<{ userId: string; joinedAt: number }>;
   /** absent in documents written before it existed: 0 there ($inc then makes it 1) */
   membersVersion?: number;
-  /** written by releases before the log was its only source (schema version 1); unset by migration 2 */
+  /** written by earlier releases, which read it; kept so that their nodes still work during
+   * an upgrade, never read here */
   lastSeq?: number;
   createdAt: number;
 }

@@ -23,6 +23,10 @@ export interface ReadyServer extends ServerProcess {
 /** Preloaded into each server: it ends when this test process ends (die-with-parent.mjs). */
 const DIE_WITH_PARENT = new URL('./die-with-parent.mjs', import.meta.url).href;
 
+/** Resolves once a launched process has ended and its output has all been read ('exit' may
+ * come before the last lines). */
+const closedOf = new WeakMap<ChildProcess, Promise<unknown>>();
+
 /** Runs the built server as `npm start` does (node dist/main.js), on ephemeral loopback ports. */
 export function launchServer(env: Record<string, string>): ServerProcess {
   if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
@@ -31,6 +35,7 @@ export function launchServer(env: Record<string, string>): ServerProcess {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   child.channel?.unref();
+  closedOf.set(child, once(child, 'close'));
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -54,10 +59,13 @@ export async function serverReady(proc: ServerProcess, ms = 20_000): Promise<Rea
 
 /** Waits for the process to end (SIGKILL after `ms`); its exit code and output. */
 export async function serverExit(proc: ServerProcess, ms = 15_000): Promise<{ code: number | null; output: string }> {
+  const closed = closedOf.get(proc.child);
   if (proc.child.exitCode === null && proc.child.signalCode === null) {
     const timer = setTimeout(() => proc.child.kill('SIGKILL'), ms);
-    await once(proc.child, 'exit');
+    await (closed ?? once(proc.child, 'exit'));
     clearTimeout(timer);
+  } else if (closed) {
+    await closed;
   }
   return { code: proc.child.exitCode, output: proc.output() };
 }
