@@ -1,16 +1,13 @@
-import type { Chats } from '../core/chats.js';
+import type { ChatRecord } from '../core/chats.js';
 import type { UserRecord, Users } from '../core/users.js';
 import type { ChatDto, UserDto } from './schemas.js';
 
-/** A chat as the chats service returns it. */
-type ChatRecord = Awaited<ReturnType<Chats['getByNumber']>>;
-
 /** Turns the core services' records into the public JSON shapes, with online status. */
 export class Presenter {
-  constructor(private readonly directory: Users) {}
+  constructor(private readonly service: Users) {}
 
   async users(records: UserRecord[]): Promise<UserDto[]> {
-    const online = await this.directory.onlineAmong(records.map((u) => u.id));
+    const online = await this.service.onlineAmong(records.map((u) => u.id));
     return records.map((u) => userDto(u, online.has(u.id)));
   }
 
@@ -21,7 +18,7 @@ export class Presenter {
   /** One user query and one presence query for any number of chats. */
   async chats(chats: ChatRecord[]): Promise<ChatDto[]> {
     const ids = [...new Set(chats.flatMap((c) => c.memberIds))];
-    const byId = new Map((await this.users(await this.directory.among(ids))).map((u) => [u.id, u]));
+    const byId = new Map((await this.users(await this.service.among(ids))).map((u) => [u.id, u]));
     return chats.map((c) => ({
       id: c.id,
       number: c.number,

@@ -6,6 +6,8 @@ import type { ChatEvents } from './chat-events.js';
 import type { Envelope } from './envelope.js';
 import { type SendClaims, membersLock } from './send-claims.js';
 
+export type { ChatRecord };
+
 /**
  * Chat rules: who may create, see, join and leave what. Every method takes the caller's id
  * and checks permission before touching the store; store methods are atomic, so a refused

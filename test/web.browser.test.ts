@@ -40,6 +40,21 @@ function webServer(env: Record<string, string> = {}) {
       await page.goto(t.server.url);
       return page;
     },
+    /** Two people sign up on pages of their own; the first opens a direct chat with the second. */
+    async pair(first: string, second: string): Promise<[Page, Page]> {
+      const a = await t.open();
+      const b = await t.open();
+      await signUp(a, first);
+      await signUp(b, second);
+      await startDirect(a, second);
+      return [a, b];
+    },
+    /** A login over REST, and the id of that user's (only) direct chat. */
+    async directChatOf(username: string): Promise<{ login: { token: string; user: { id: string; username: string } }; chatId: string }> {
+      const login = (await t.server.http.post('/api/users/login', { username, password: PASSWORD })).body;
+      const chatId = (await t.server.http.get(`/api/chats/one-to-one/${login.user.id}`, login.token)).body.chats[0].id as string;
+      return { login, chatId };
+    },
     /** Stops the server and starts it again on the same HTTP port and data. */
     async restart() {
       t.server.child.kill('SIGTERM');
@@ -86,12 +101,7 @@ describe('the web client in Chromium', () => {
   const open = (viewport?: { width: number; height: number }) => t.open(viewport);
 
   it('two people sign up, start a direct chat and exchange messages both ways; presence and typing show', async () => {
-    const ann = await open();
-    const ben = await open();
-    await signUp(ann, 'ann_web');
-    await signUp(ben, 'ben_web');
-
-    await startDirect(ann, 'ben_web');
+    const [ann, ben] = await t.pair('ann_web', 'ben_web');
     await ann.getByLabel('Message').fill('hello Ben');
     await ann.getByRole('button', { name: 'Send' }).click();
     await expect.poll(() => ann.locator('.messages li.mine:not(.pending) .text').allTextContents()).toEqual(['hello Ben']);
@@ -239,18 +249,13 @@ describe('the web client across a server restart', () => {
   const t = webServer();
 
   it('reconnects and catches up with ?after=: what the log holds, in seq order, no gap, no duplicate; a message written while the server was down is sent once', async () => {
-    const ann = await t.open();
-    const ben = await t.open();
-    await signUp(ann, 'ann_r');
-    await signUp(ben, 'ben_r');
-    await startDirect(ann, 'ben_r');
+    const [ann, ben] = await t.pair('ann_r', 'ben_r');
     await send(ann, 'before 1');
     await ben.getByRole('button', { name: /ann_r/ }).click();
     await expect.poll(() => shown(ben)).toEqual(['before 1']);
     await send(ben, 'before 2');
     await expect.poll(() => shown(ann)).toEqual(['before 1', 'before 2']);
-    const login = (await t.server.http.post('/api/users/login', { username: 'ann_r', password: PASSWORD })).body;
-    const chatId = (await t.server.http.get(`/api/chats/one-to-one/${login.user.id}`, login.token)).body.chats[0].id as string;
+    const { login, chatId } = await t.directChatOf('ann_r');
 
     // The server stops; Ben's network goes away; Ann writes while the server is down.
     t.server.child.kill('SIGTERM');
@@ -290,11 +295,7 @@ describe('the web client when a send is refused', () => {
   const t = webServer({ SEND_BURST: '2', SEND_RATE: '0.25' });
 
   it('shows the reason and keeps the message; Retry sends it with the same clientMsgId, stored once', async () => {
-    const ann = await t.open();
-    const ben = await t.open();
-    await signUp(ann, 'ann_q');
-    await signUp(ben, 'ben_q');
-    await startDirect(ann, 'ben_q');
+    const [ann] = await t.pair('ann_q', 'ben_q');
     for (const text of ['one', 'two', 'three']) await send(ann, text);
     const refused = ann.locator('.messages li.pending.failed');
     await expect.poll(() => refused.textContent()).toMatch(/Not sent \(rate limited\)/);
@@ -305,8 +306,7 @@ describe('the web client when a send is refused', () => {
     await new Promise((r) => setTimeout(r, 4_500));
     await refused.getByRole('button', { name: 'Retry' }).click();
     await expect.poll(() => shown(ann)).toEqual(['one', 'two', 'three']);
-    const { token, user } = (await t.server.http.post('/api/users/login', { username: 'ben_q', password: PASSWORD })).body;
-    const chatId = (await t.server.http.get(`/api/chats/one-to-one/${user.id}`, token)).body.chats[0].id as string;
+    const { login: { token }, chatId } = await t.directChatOf('ben_q');
     const stored = ((await t.server.http.history(chatId, token)) as { text?: string; clientMsgId?: string }[]).filter((e) => e.text === 'three');
     expect(stored.map((e) => e.clientMsgId)).toEqual([clientMsgId]);
   });
