@@ -11,6 +11,40 @@ export interface MessageEnvelope {
   senderName: string;
   text: string;
   clientMsgId: string | null;
+  /** The seq of the message of the same chat this one answers. */
+  replyTo?: number;
+  createdAt: string;
+}
+
+/**
+ * A chat message as history shows it: its current state. After an edit, `text` is the latest
+ * edit's and `editedAt` its time; after a deletion, `deleted` is true and there is no text.
+ * As delivered live it is a plain MessageEnvelope; edits and deletions follow as events.
+ */
+export type StoredMessage =
+  | (MessageEnvelope & { editedAt?: string; deleted?: undefined })
+  | (Omit<MessageEnvelope, 'text'> & { deleted: true });
+
+/** An edit of the message at `targetSeq` by its sender: its own entry in the stream. */
+export interface EditEnvelope {
+  type: 'edit';
+  id: string;
+  chatId: string;
+  seq: number;
+  targetSeq: number;
+  text: string;
+  senderId: string;
+  createdAt: string;
+}
+
+/** A deletion of the message at `targetSeq`, by its sender or a group's owner. */
+export interface DeleteEnvelope {
+  type: 'delete';
+  id: string;
+  chatId: string;
+  seq: number;
+  targetSeq: number;
+  actorId: string;
   createdAt: string;
 }
 
@@ -29,7 +63,9 @@ export interface SystemEnvelope {
   createdAt: string;
 }
 
-export type Envelope = MessageEnvelope | SystemEnvelope;
+/** What the log holds, in seq order; a message in its current state (StoredMessage) when read
+ * back. */
+export type Envelope = MessageEnvelope | StoredMessage | SystemEnvelope | EditEnvelope | DeleteEnvelope;
 
 /** A stored message as a later send with the same idempotency key learns of it. */
 export interface SentRef {

@@ -12,7 +12,8 @@ import { tempDir } from './helpers/server.js';
  * store at schema version 3 (messages kept WITHOUT ROWID by (chat_id, seq)) is built with that
  * release's migrations and rows, then opened by today's store: the rows are all there, in
  * order, and the log's rules hold on them (a repeated seq, a repeated idempotency key), and its
- * chats have a members version.
+ * chats have a members version, its members have read pointers and its messages are in the
+ * search index.
  */
 describe('SQLite migrations', () => {
   const dir = tempDir('chat-migrate-');
@@ -22,7 +23,7 @@ describe('SQLite migrations', () => {
     const file = join(dir, 'chat.db');
     const old = new Database(file);
     old.pragma('journal_mode = WAL');
-    for (const sql of migrationsUpTo(3)) old.exec(sql);
+    for (const step of migrationsUpTo(3)) typeof step === 'string' ? old.exec(step) : step(old);
     old.pragma('user_version = 3');
     const [owner, chatId] = [newId(), newId()];
     old.prepare("INSERT INTO users (id, username, display_name, search_name, password_hash, created_at) VALUES (?, 'old', 'Old', 'old', 'x', 1)").run(owner);
@@ -55,6 +56,12 @@ describe('SQLite migrations', () => {
       expect(keyTaken).toEqual({ keyHeldBy: { id: envelopes[6]!.id, seq: 7 } });
       expect(again).toBe('present');
       expect((await store.listMessages(chatId, { after: 49, limit: 10 })).messages.map((m) => m.seq)).toEqual([50, 51]);
+
+      // Migrations 6 and 7: its member has read everything there was (no old message becomes
+      // unread), and its old messages are in the search index beside the new one.
+      expect(await store.readPointers(chatId)).toEqual([{ userId: owner, readSeq: 51, at: expect.any(Number) }]);
+      expect((await store.searchMessages('old 4', [chatId], { limit: 20 })).messages.map((m) => m.seq)).toEqual([49, 48, 47, 46, 45, 44, 43, 42, 41, 40, 4]);
+      expect((await store.searchMessages('new', [chatId], { limit: 20 })).messages.map((m) => m.seq)).toEqual([51]);
 
       // Its chat has a members version (migration 5), raised by the next change.
       const chat = (await store.getChat(chatId))!;

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
+import { normalizeForSearch, searchTokens } from '../search-text.js';
 import type { Appended } from './store.js';
 
 /**
@@ -9,8 +10,10 @@ import type { Appended } from './store.js';
  */
 const MIN_COMMIT_GAP_MS = 2;
 
-/** One message row: chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope. */
-export type MessageRow = [string, number, string, string, string | null, string | null, number, string];
+/** One log row: chat_id, seq, id, type, sender_id (a message's or edit's sender, a deletion's
+ * actor), client_msg_id, created_at, envelope; then, not stored as such, the text of a message
+ * or edit (for the search index) and the target seq of an edit or delete. */
+export type MessageRow = [string, number, string, string, string | null, string | null, number, string, string | null, number | null];
 
 /**
  * The message log's writer: a thread with its own connection to the database file that
@@ -73,7 +76,12 @@ export class LogWriter {
 
   private start(): Worker {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
-    const worker = new Worker(WRITER, { eval: true, workerData: { file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS, resetFrames: 10_000 } });
+    const worker = new Worker(WRITER, { eval: true, workerData: {
+        file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS, resetFrames: 10_000,
+        // The search's own functions, so that the index is cut exactly as queries are.
+        normalizeForSearch: normalizeForSearch.toString(), searchTokens: searchTokens.toString(),
+      },
+    });
     worker.unref();
     this.checkpointer ??= this.startCheckpointer(driver);
     worker.on('message', (reply: { id: number; outcomes?: Appended[]; error?: { message: string; code?: string } }) => {
@@ -111,12 +119,56 @@ db.pragma('foreign_keys = ON');
 // after a commit once the WAL holds that many frames, finds little left to copy and, with no
 // commit running beside it, finishes: the next commit then starts the WAL anew.
 db.pragma('wal_autocheckpoint = ' + workerData.resetFrames);
+const normalizeForSearch = (0, eval)('(' + workerData.normalizeForSearch + ')');
+const searchTokens = (0, eval)('(' + workerData.searchTokens + ')');
 const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
 const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
 const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
-// row: [chatId, seq, id, type, senderId, clientMsgId, createdAt, envelope]
+const moveReadPointer = db.prepare('UPDATE members SET read_seq = ?, read_at = ? WHERE chat_id = ? AND user_id = ? AND read_seq < ?');
+const target = db.prepare("SELECT rowid, envelope, deleted, edit_seq FROM messages WHERE chat_id = ? AND seq = ? AND type = 'message'");
+const setEdited = db.prepare('UPDATE messages SET envelope = ?, edit_seq = ? WHERE rowid = ?');
+const setDeleted = db.prepare('UPDATE messages SET envelope = ?, deleted = 1 WHERE rowid = ?');
+const indexText = db.prepare('INSERT INTO message_search (rowid, tokens) VALUES (?, ?)');
+const unindex = db.prepare('DELETE FROM message_search WHERE rowid = ?');
+const index = (rowid, text) => {
+  const tokens = searchTokens(normalizeForSearch(text));
+  if (tokens.length > 0) indexText.run(rowid, tokens.join(' '));
+};
+// What a stored row does besides being there (Store.appendMessages): a message moves its
+// sender's read pointer and is indexed; an edit or delete changes its target's current state.
+// row: [chatId, seq, id, type, senderId, clientMsgId, createdAt, envelope, text, targetSeq]
+const apply = (row, rowid) => {
+  const [chatId, seq, , type, senderId, , createdAt, , text, targetSeq] = row;
+  if (type === 'message') {
+    moveReadPointer.run(seq, createdAt, chatId, senderId, seq);
+    index(rowid, text);
+    return;
+  }
+  if (type !== 'edit' && type !== 'delete') return;
+  const t = target.get(chatId, targetSeq);
+  if (!t || t.deleted) return;
+  const state = JSON.parse(t.envelope);
+  if (type === 'edit') {
+    if (t.edit_seq > seq) return; // a later edit was applied already
+    state.text = text;
+    state.editedAt = new Date(createdAt).toISOString();
+    setEdited.run(JSON.stringify(state), seq, t.rowid);
+    unindex.run(t.rowid);
+    index(t.rowid, text);
+  } else {
+    delete state.text;
+    delete state.editedAt;
+    state.deleted = true;
+    setDeleted.run(JSON.stringify(state), t.rowid);
+    unindex.run(t.rowid);
+  }
+};
 const appendRow = (row) => {
-  if (insert.run(row).changes === 1) return 'stored';
+  const inserted = insert.run(row.slice(0, 8));
+  if (inserted.changes === 1) {
+    apply(row, inserted.lastInsertRowid);
+    return 'stored';
+  }
   // Skipped: say why.
   const holder = atSeq.get(row[0], row[1]);
   if (holder) return holder.id === row[2] ? 'present' : { seqHeldBy: holder.id };

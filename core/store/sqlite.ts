@@ -2,18 +2,22 @@ import Database from 'better-sqlite3';
 import { closeSync, fsync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { groupFull, notFound, usernameTaken } from '../errors.js';
-import { type Envelope, envelopeJson, parseEnvelope } from '../envelope.js';
+import { type Envelope, type StoredMessage, envelopeJson, parseEnvelope } from '../envelope.js';
+import { normalizeForSearch, searchTokens } from '../search-text.js';
 import { LogWriter, type MessageRow } from './sqlite-log-writer.js';
 import type {
-  Appended, ChatRecord, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
-  RecentSend, SessionRecord, Store, UserRecord,
+  ActivityKey, Appended, ChatRecord, ChatState, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
+  ReadPointer, RecentSend, SessionRecord, Store, UserRecord,
 } from './store.js';
+
+/** A migration step: SQL, or code for what SQL alone cannot do. */
+type Migration = string | ((db: Database.Database) => void);
 
 /**
  * Schema migrations, applied in order; PRAGMA user_version records how many ran. Never edit a
  * released step: append a new one.
  */
-const MIGRATIONS: string[] = [
+const MIGRATIONS: Migration[] = [
   `
   CREATE TABLE users (
     id              TEXT PRIMARY KEY,
@@ -101,12 +105,41 @@ const MIGRATIONS: string[] = [
   `
   ALTER TABLE chats ADD COLUMN members_version INTEGER NOT NULL DEFAULT 1;
   `,
+  // Read pointers, edits and deletions (docs/chat-features.md). The members of an existing chat
+  // have read everything so far: an upgrade must not turn old history into unread messages.
+  // Unread counts are counted in the partial index messages_unread, which covers them (no row
+  // is read); deleting a message takes it out of the index.
+  `
+  ALTER TABLE members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE members ADD COLUMN read_at INTEGER;
+  UPDATE members SET read_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE messages.chat_id = members.chat_id), 0);
+  ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE messages ADD COLUMN edit_seq INTEGER NOT NULL DEFAULT 0;   -- seq of the last edit applied
+  CREATE INDEX messages_unread ON messages(chat_id, seq, sender_id) WHERE type = 'message' AND deleted = 0;
+  `,
+  // The search index: each message's bigram tokens (core/search-text.ts) by the message's rowid.
+  // Contentless (the text is in the envelope already); positions (detail=full) make a phrase of
+  // a query's bigrams match exactly where the query is a substring. 'ascii': the tokens are
+  // ASCII letters and digits, so the tokenizer keeps them whole. Existing messages are indexed.
+  (db) => {
+    db.exec("CREATE VIRTUAL TABLE message_search USING fts5(tokens, content='', contentless_delete=1, tokenize='ascii')");
+    const insert = db.prepare('INSERT INTO message_search (rowid, tokens) VALUES (?, ?)');
+    const page = db.prepare<[number], { rowid: number; envelope: string }>(
+      "SELECT rowid, envelope FROM messages WHERE rowid > ? AND type = 'message' AND deleted = 0 ORDER BY rowid LIMIT 1000",
+    );
+    for (let rows = page.all(0); rows.length > 0; rows = page.all(rows.at(-1)!.rowid)) {
+      for (const row of rows) {
+        const tokens = searchTokens(normalizeForSearch((JSON.parse(row.envelope) as { text: string }).text));
+        if (tokens.length > 0) insert.run(row.rowid, tokens.join(' '));
+      }
+    }
+  },
 ];
 
 /** How many migrations there are; the store is at this user_version once open. */
 export const SCHEMA_VERSION = MIGRATIONS.length;
 /** The migrations up to `version`, for a spec that builds a database as an older release left it. */
-export const migrationsUpTo = (version: number): readonly string[] => MIGRATIONS.slice(0, version);
+export const migrationsUpTo = (version: number): readonly Migration[] => MIGRATIONS.slice(0, version);
 
 interface UserRow { id: string; username: string; display_name: string; password_hash: string; created_at: number; last_seen_at: number | null }
 interface ChatRow { id: string; number: number; type: ChatType; name: string | null; visibility: 'public' | 'private'; owner_id: string | null; members_version: number; created_at: number }
@@ -182,7 +215,7 @@ export class SqliteStore implements Store {
       publicGroups: db.prepare<[number, number], ChatRow>(
         `SELECT * FROM chats WHERE type = 'group' AND visibility = 'public' AND number > ? ORDER BY number LIMIT ?`,
       ),
-      insertMember: db.prepare('INSERT OR IGNORE INTO members (chat_id, user_id, joined_at) VALUES (?, ?, ?)'),
+      insertMember: db.prepare('INSERT OR IGNORE INTO members (chat_id, user_id, joined_at, read_seq) VALUES (?, ?, ?, ?)'),
       deleteMember: db.prepare('DELETE FROM members WHERE chat_id = ? AND user_id = ?'),
       memberIds: db.prepare<[string], { user_id: string }>('SELECT user_id FROM members WHERE chat_id = ? ORDER BY rowid'),
       memberCount: db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM members WHERE chat_id = ?'),
@@ -196,6 +229,32 @@ export class SqliteStore implements Store {
       ),
       maxSeq: db.prepare<[string], { n: number }>('SELECT COALESCE(MAX(seq), 0) AS n FROM messages WHERE chat_id = ?'),
       // Newest first by id (UUIDv7: time order), through the id's unique index.
+      messageAt: db.prepare<[string, number], { envelope: string }>("SELECT envelope FROM messages WHERE chat_id = ? AND seq = ? AND type = 'message'"),
+      chatIdsOfMember: db.prepare<[string], { chat_id: string }>('SELECT chat_id FROM members WHERE user_id = ?'),
+      moveReadPointer: db.prepare('UPDATE members SET read_seq = ?, read_at = ? WHERE chat_id = ? AND user_id = ? AND read_seq < ?'),
+      readPointer: db.prepare<[string, string], { read_seq: number; read_at: number | null }>('SELECT read_seq, read_at FROM members WHERE chat_id = ? AND user_id = ?'),
+      readPointers: db.prepare<[string], { user_id: string; read_seq: number; read_at: number | null }>('SELECT user_id, read_seq, read_at FROM members WHERE chat_id = ? ORDER BY rowid'),
+      // Counted in messages_unread alone (the partial index covers the query).
+      unread: db.prepare<[string, number, string], { n: number }>(
+        "SELECT COUNT(*) AS n FROM messages WHERE chat_id = ? AND seq > ? AND type = 'message' AND deleted = 0 AND sender_id <> ?",
+      ),
+      lastMessage: db.prepare<[string], { envelope: string }>("SELECT envelope FROM messages WHERE chat_id = ? AND type = 'message' ORDER BY seq DESC LIMIT 1"),
+      lastActivity: db.prepare<[string], { created_at: number }>('SELECT created_at FROM messages WHERE chat_id = ? ORDER BY seq DESC LIMIT 1'),
+      chatsByActivity: db.prepare<[{ user: string; type: ChatType; at: number; number: number; limit: number }], ChatRow & { activity: number }>(
+        `SELECT * FROM (
+           SELECT c.*, COALESCE((SELECT created_at FROM messages WHERE chat_id = c.id ORDER BY seq DESC LIMIT 1), c.created_at) AS activity
+           FROM members m JOIN chats c ON c.id = m.chat_id WHERE m.user_id = @user AND c.type = @type
+         ) WHERE activity < @at OR (activity = @at AND number < @number)
+         ORDER BY activity DESC, number DESC LIMIT @limit`,
+      ),
+      rowidOfMessage: db.prepare<[string], { rowid: number }>('SELECT rowid FROM messages WHERE id = ?'),
+      // Newest first: FTS5 walks its doclists backwards by rowid, and each candidate's chat is
+      // checked through the messages rowid.
+      search: db.prepare<[{ match: string; before: number; chats: string; limit: number }], { envelope: string }>(
+        `SELECT m.envelope FROM message_search s JOIN messages m ON m.rowid = s.rowid
+         WHERE message_search MATCH @match AND s.rowid < @before AND m.chat_id IN (SELECT value FROM json_each(@chats))
+         ORDER BY s.rowid DESC LIMIT @limit`,
+      ),
       recentSends: db.prepare<[number], { chat_id: string; sender_id: string; client_msg_id: string; id: string; seq: number }>(
         'SELECT chat_id, sender_id, client_msg_id, id, seq FROM messages WHERE client_msg_id IS NOT NULL ORDER BY id DESC LIMIT ?',
       ),
@@ -206,7 +265,11 @@ export class SqliteStore implements Store {
     // Immediate: two processes starting together do not both migrate.
     this.db.transaction(() => {
       const version = this.db.pragma('user_version', { simple: true }) as number;
-      for (let v = version; v < MIGRATIONS.length; v++) this.db.exec(MIGRATIONS[v]!);
+      for (let v = version; v < MIGRATIONS.length; v++) {
+        const step = MIGRATIONS[v]!;
+        if (typeof step === 'string') this.db.exec(step);
+        else step(this.db);
+      }
       if (version < MIGRATIONS.length) this.db.pragma(`user_version = ${MIGRATIONS.length}`);
     }).immediate();
   }
@@ -319,7 +382,7 @@ export class SqliteStore implements Store {
       if (existing) return { chat: this.withMembers(existing), created: false };
       const number = this.s.nextNumber.get()!.n;
       this.s.insertChat.run(c.id, number, 'direct', null, 'private', null, key, c.createdAt);
-      for (const u of c.userIds) this.s.insertMember.run(c.id, u, c.createdAt);
+      for (const u of c.userIds) this.s.insertMember.run(c.id, u, c.createdAt, 0);
       return { chat: this.withMembers(this.s.chatById.get(c.id)!), created: true };
     }).immediate());
   }
@@ -328,7 +391,7 @@ export class SqliteStore implements Store {
     return this.written(this.db.transaction(() => {
       const number = this.s.nextNumber.get()!.n;
       this.s.insertChat.run(c.id, number, 'group', c.name, c.visibility, c.ownerId, null, c.createdAt);
-      for (const u of c.memberIds) this.s.insertMember.run(c.id, u, c.createdAt);
+      for (const u of c.memberIds) this.s.insertMember.run(c.id, u, c.createdAt, 0);
       return this.withMembers(this.s.chatById.get(c.id)!);
     }).immediate());
   }
@@ -360,7 +423,9 @@ export class SqliteStore implements Store {
       const current = new Set(this.s.memberIds.all(chatId).map((m) => m.user_id));
       const added = [...new Set(userIds)].filter((u) => !current.has(u));
       if (current.size + added.length > maxMembers) throw groupFull(maxMembers);
-      for (const u of added) this.s.insertMember.run(chatId, u, at);
+      // A member added later has read what came before it joined.
+      const readSeq = added.length > 0 ? this.s.maxSeq.get(chatId)!.n : 0;
+      for (const u of added) this.s.insertMember.run(chatId, u, at, readSeq);
       if (added.length === 0) return { chat: this.withMembers(row), added };
       this.s.membersChanged.run(chatId);
       return { chat: this.withMembers(this.s.chatById.get(chatId)!), added };
@@ -393,8 +458,17 @@ export class SqliteStore implements Store {
   async appendMessages(envelopes: readonly Envelope[]): Promise<Appended[]> {
     if (envelopes.length === 0) return [];
     const rows = envelopes.map((e): MessageRow => {
-      const message = e.type === 'message';
-      return [e.chatId, e.seq, e.id, e.type, message ? e.senderId : null, message ? e.clientMsgId : null, Date.parse(e.createdAt), envelopeJson(e)];
+      const at = Date.parse(e.createdAt);
+      switch (e.type) {
+        case 'message':
+          return [e.chatId, e.seq, e.id, e.type, e.senderId, e.clientMsgId, at, envelopeJson(e), 'text' in e ? e.text : null, null];
+        case 'edit':
+          return [e.chatId, e.seq, e.id, e.type, e.senderId, null, at, envelopeJson(e), e.text, e.targetSeq];
+        case 'delete':
+          return [e.chatId, e.seq, e.id, e.type, e.actorId, null, at, envelopeJson(e), null, e.targetSeq];
+        case 'system':
+          return [e.chatId, e.seq, e.id, e.type, null, null, at, envelopeJson(e), null, null];
+      }
     });
     return this.writer.append(rows);
   }
@@ -423,12 +497,76 @@ export class SqliteStore implements Store {
     return { messages: page.items.reverse().map((r) => parseEnvelope(r.envelope)), hasMore: page.hasMore };
   }
 
+  async getMessage(chatId: string, seq: number): Promise<StoredMessage | null> {
+    const r = this.s.messageAt.get(chatId, seq);
+    return r ? (parseEnvelope(r.envelope) as StoredMessage) : null;
+  }
+
   async maxSeq(chatId: string): Promise<number> {
     return this.s.maxSeq.get(chatId)!.n;
   }
 
   async recentSends(limit: number): Promise<RecentSend[]> {
     return this.s.recentSends.all(limit).map((r) => ({ chatId: r.chat_id, senderId: r.sender_id, clientMsgId: r.client_msg_id, sent: { id: r.id, seq: r.seq } }));
+  }
+
+  // ---- read pointers
+
+  async setReadPointer(chatId: string, userId: string, readSeq: number, at: number): Promise<(ReadPointer & { moved: boolean }) | null> {
+    const moved = this.s.moveReadPointer.run(readSeq, at, chatId, userId, readSeq).changes === 1;
+    const r = this.s.readPointer.get(chatId, userId);
+    if (moved) await this.durable();
+    return r ? { userId, readSeq: r.read_seq, at: r.read_at, moved } : null;
+  }
+
+  async readPointers(chatId: string): Promise<ReadPointer[]> {
+    return this.s.readPointers.all(chatId).map((r) => ({ userId: r.user_id, readSeq: r.read_seq, at: r.read_at }));
+  }
+
+  async chatStates(userId: string, chatIds: readonly string[]): Promise<Map<string, ChatState>> {
+    const states = new Map<string, ChatState>();
+    // One read transaction: every chat's figures from one snapshot of the log.
+    this.db.transaction(() => {
+      for (const chatId of new Set(chatIds)) {
+        const pointer = this.s.readPointer.get(chatId, userId);
+        if (!pointer) continue;
+        const last = this.s.lastMessage.get(chatId);
+        states.set(chatId, {
+          readSeq: pointer.read_seq,
+          unread: this.s.unread.get(chatId, pointer.read_seq, userId)!.n,
+          lastMessage: last ? (parseEnvelope(last.envelope) as StoredMessage) : null,
+          lastActivityAt: this.s.lastActivity.get(chatId)?.created_at ?? this.s.chatById.get(chatId)!.created_at,
+        });
+      }
+    })();
+    return states;
+  }
+
+  async chatIdsOfMember(userId: string): Promise<string[]> {
+    return this.s.chatIdsOfMember.all(userId).map((r) => r.chat_id);
+  }
+
+  async listChatsOfMemberByActivity(userId: string, type: ChatType, page: Page<ActivityKey>): Promise<PageOf<ChatRecord & { lastActivityAt: number }>> {
+    const after = page.after ?? { at: Number.MAX_SAFE_INTEGER, number: Number.MAX_SAFE_INTEGER };
+    const rows = this.s.chatsByActivity.all({ user: userId, type, at: after.at, number: after.number, limit: page.limit + 1 });
+    return pageOf(rows, page.limit, (r) => ({ ...this.withMembers(r), lastActivityAt: r.activity }));
+  }
+
+  // ---- search
+
+  async searchMessages(query: string, chatIds: readonly string[], page: { before?: string | undefined; limit: number }): Promise<{ messages: StoredMessage[]; hasMore: boolean }> {
+    const tokens = searchTokens(query);
+    if (tokens.length === 0 || chatIds.length === 0) return { messages: [], hasMore: false };
+    let before = Number.MAX_SAFE_INTEGER;
+    if (page.before !== undefined) {
+      const cursor = this.s.rowidOfMessage.get(page.before);
+      if (!cursor) return { messages: [], hasMore: false };
+      before = cursor.rowid;
+    }
+    // A phrase of the query's tokens: each token is [0-9a-fx]+, so nothing in it is FTS5 syntax.
+    const rows = this.s.search.all({ match: `"${tokens.join(' ')}"`, before, chats: JSON.stringify(chatIds), limit: page.limit + 1 });
+    const found = pageOf(rows, page.limit);
+    return { messages: found.items.map((r) => parseEnvelope(r.envelope) as StoredMessage), hasMore: found.hasMore };
   }
 }
 

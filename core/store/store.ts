@@ -1,4 +1,4 @@
-import type { Envelope, SentRef } from '../envelope.js';
+import type { Envelope, SentRef, StoredMessage } from '../envelope.js';
 
 /**
  * The store seam: accounts, sessions, chats, members and the message log.
@@ -58,6 +58,8 @@ export interface Store {
   createGroupChat(chat: NewGroupChat): Promise<ChatRecord>;
   getChat(id: string): Promise<ChatRecord | null>;
   getChatByNumber(number: number): Promise<ChatRecord | null>;
+  /** The ids of every chat `userId` is a member of, in any order. */
+  chatIdsOfMember(userId: string): Promise<string[]>;
   /** Chats of `type` that `userId` is a member of, by number; `after` is a chat number. */
   listChatsOfMember(userId: string, type: ChatType, page: Page<number>): Promise<PageOf<ChatRecord>>;
   /** Public groups by number; `after` is a chat number. */
@@ -77,18 +79,78 @@ export interface Store {
    * skipped, nothing written for it, because its (chatId, seq) holds another message or its
    * idempotency key (chatId, senderId, clientMsgId) is another message's (then which one).
    * So one key never has two messages. The whole batch fails for a chat that does not exist.
-   * The chat's lastSeq is then the highest seq stored. */
+   * The chat's lastSeq is then the highest seq stored.
+   * Besides storing it, a stored envelope has effects, in the same atomic write:
+   * - a message moves its sender's read pointer up to its seq, and is indexed for search;
+   * - an edit changes its target (a message of the chat at `targetSeq`) to the edit's text, with
+   *   `editedAt` = the edit's createdAt, and re-indexes it; only if the target is not deleted and
+   *   no edit with a higher seq was applied to it already;
+   * - a delete marks its target deleted (`deleted: true`, no text, no editedAt), takes it out of
+   *   the search index and the unread counts.
+   * An edit or delete whose target is missing is stored and changes nothing. */
   appendMessages(envelopes: readonly Envelope[]): Promise<Appended[]>;
   /** Envelopes of a chat ascending by seq, strictly between `after` and `before` when given.
    * Without `after`, the newest `limit` envelopes (still ascending) are returned, and
    * `hasMore` says whether older ones exist; with `after`, the oldest `limit` after it, and
    * `hasMore` says whether newer ones exist. */
   listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }>;
+  /** The message (type `message`) at `seq` of the chat in its current state, or null when the
+   * seq holds nothing or another kind of envelope. */
+  getMessage(chatId: string, seq: number): Promise<StoredMessage | null>;
   /** Highest seq stored for the chat, 0 when none (seeds the sequencer). */
   maxSeq(chatId: string): Promise<number>;
   /** The idempotency keys of the newest `limit` messages that have one, newest first (seeds
    * a process's send claims at start, so that a retry across a restart is known). */
   recentSends(limit: number): Promise<RecentSend[]>;
+
+  // ---- read pointers (docs/chat-features.md) ---------------------------------------------
+  // A member's pointer starts at 0 for the members a chat is created with, and at the chat's
+  // highest stored seq for a member added later. `appendMessages` moves a message's sender's
+  // pointer to its seq (never back) in the same atomic write.
+  /** Moves the member's pointer to `readSeq` if that is higher, recording `at`. Returns the
+   * pointer after the call (unchanged, with its own `at`, when it was already at or past
+   * `readSeq`; `moved` says which), or null when the user is not a member. */
+  setReadPointer(chatId: string, userId: string, readSeq: number, at: number): Promise<(ReadPointer & { moved: boolean }) | null>;
+  /** Every member's pointer, in join order. `at` is null for a pointer never moved by a
+   * receipt or a send. */
+  readPointers(chatId: string): Promise<ReadPointer[]>;
+  /** For each of `chatIds` of which `userId` is a member: its pointer, unread count (messages of
+   * other members above the pointer, not deleted), newest message (current state) and the
+   * time of its newest envelope of any kind (the chat's creation time when it has none).
+   * Chats it is not a member of, and unknown ids, are left out. */
+  chatStates(userId: string, chatIds: readonly string[]): Promise<Map<string, ChatState>>;
+  /** Chats of `type` that `userId` is a member of, newest activity first (ties: higher number
+   * first); `after` is the last chat seen. */
+  listChatsOfMemberByActivity(userId: string, type: ChatType, page: Page<ActivityKey>): Promise<PageOf<ChatRecord & { lastActivityAt: number }>>;
+
+  // ---- search (docs/chat-features.md, "Search") ------------------------------------------
+  /** Messages (not deleted, current text) of `chatIds` whose text, normalised by
+   * `normalizeForSearch`, contains `query` (already normalised, at least 2 code points) as a
+   * substring; newest first (the order the store received them). `before` is a message id
+   * (of the last result already seen: results older than it). Indexed: never a scan of the
+   * log. An unknown `before` id gives an empty page. */
+  searchMessages(query: string, chatIds: readonly string[], page: { before?: string | undefined; limit: number }): Promise<{ messages: StoredMessage[]; hasMore: boolean }>;
+}
+
+export interface ReadPointer {
+  userId: string;
+  readSeq: number;
+  /** ms; null when never moved */
+  at: number | null;
+}
+
+export interface ChatState {
+  readSeq: number;
+  unread: number;
+  lastMessage: StoredMessage | null;
+  /** ms */
+  lastActivityAt: number;
+}
+
+/** Keyset of the activity order. */
+export interface ActivityKey {
+  at: number;
+  number: number;
 }
 
 /** What became of an envelope given to `appendMessages`. */

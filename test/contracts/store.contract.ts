@@ -438,5 +438,213 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect(await store.maxSeq(newId())).toBe(0);
       });
     });
+
+    describe('read pointers and chat states', () => {
+      const from = (senderId: string, chatId: string, seq: number, text = `m${seq}`): MessageEnvelope => ({ ...message(chatId, seq, text), senderId });
+
+      it('moves a pointer forward only, and answers null for a non-member', async () => {
+        const [a, b, stranger] = await users(3);
+        const chat = await group(a!.id, [b!.id]);
+        expect(await store.readPointers(chat.id)).toEqual([
+          { userId: a!.id, readSeq: 0, at: null },
+          { userId: b!.id, readSeq: 0, at: null },
+        ]);
+        expect(await store.setReadPointer(chat.id, b!.id, 5, 1000)).toEqual({ userId: b!.id, readSeq: 5, at: 1000, moved: true });
+        expect(await store.setReadPointer(chat.id, b!.id, 3, 2000)).toEqual({ userId: b!.id, readSeq: 5, at: 1000, moved: false });
+        expect(await store.setReadPointer(chat.id, b!.id, 5, 3000)).toEqual({ userId: b!.id, readSeq: 5, at: 1000, moved: false });
+        expect(await store.setReadPointer(chat.id, stranger!.id, 1, 1000)).toBeNull();
+        expect(await store.setReadPointer(newId(), b!.id, 1, 1000)).toBeNull();
+      });
+
+      it('keeps the highest of concurrent moves', async () => {
+        const [a, b] = await users(2);
+        const chat = await group(a!.id, [b!.id]);
+        await Promise.all(Array.from({ length: 50 }, (_, i) => store.setReadPointer(chat.id, b!.id, (i * 37) % 50 + 1, 1000 + i)));
+        expect((await store.readPointers(chat.id)).find((p) => p.userId === b!.id)!.readSeq).toBe(50);
+      });
+
+      it("moves a sender's pointer with its message, never back, and counts unread messages of others only", async () => {
+        const [a, b] = await users(2);
+        const chat = await group(a!.id, [b!.id]);
+        await store.appendMessages([from(a!.id, chat.id, 1), from(a!.id, chat.id, 2), from(b!.id, chat.id, 3), from(a!.id, chat.id, 4)]);
+        const pointers = Object.fromEntries((await store.readPointers(chat.id)).map((p) => [p.userId, p.readSeq]));
+        expect(pointers).toEqual({ [a!.id]: 4, [b!.id]: 3 });
+        const states = await store.chatStates(b!.id, [chat.id]);
+        expect(states.get(chat.id)).toMatchObject({ readSeq: 3, unread: 1 });
+        expect(states.get(chat.id)!.lastMessage).toMatchObject({ seq: 4, senderId: a!.id, text: 'm4' });
+        expect((await store.chatStates(a!.id, [chat.id])).get(chat.id)).toMatchObject({ readSeq: 4, unread: 0 });
+        // A redelivered message changes nothing; an older own message does not move the pointer back.
+        await store.setReadPointer(chat.id, b!.id, 4, 5000);
+        await store.appendMessages([from(b!.id, chat.id, 3)]);
+        expect((await store.chatStates(b!.id, [chat.id])).get(chat.id)).toMatchObject({ readSeq: 4, unread: 0 });
+      });
+
+      it('starts a member added later at the last seq, and leaves out chats it is not in', async () => {
+        const [a, b, c] = await users(3);
+        const chat = await group(a!.id, [b!.id]);
+        await store.appendMessages([from(a!.id, chat.id, 1), from(b!.id, chat.id, 2)]);
+        await store.addMembers(chat.id, [c!.id], 100, Date.now());
+        await store.appendMessages([from(a!.id, chat.id, 3)]);
+        const other = await group(a!.id, []);
+        const states = await store.chatStates(c!.id, [chat.id, other.id, newId()]);
+        expect([...states.keys()]).toEqual([chat.id]);
+        expect(states.get(chat.id)).toMatchObject({ readSeq: 2, unread: 1 });
+      });
+
+      it('gives an empty chat no last message and its creation time as activity', async () => {
+        const [a] = await users(1);
+        const chat = await group(a!.id, []);
+        const state = (await store.chatStates(a!.id, [chat.id])).get(chat.id)!;
+        expect(state).toEqual({ readSeq: 0, unread: 0, lastMessage: null, lastActivityAt: chat.createdAt });
+      });
+
+      it('lists chats by newest activity, in keyset pages, by type', async () => {
+        const [a, b] = await users(2);
+        const chats: ChatRecord[] = [];
+        for (let i = 0; i < 5; i++) chats.push(await group(a!.id, [b!.id], 'private', `g${i}`));
+        const direct = await store.createDirectChat({ id: newId(), userIds: [a!.id, b!.id], createdAt: Date.now() });
+        // Activity: chats[3] newest, then [1], then the rest by creation (all created before).
+        const t = Date.now() + 10_000;
+        await store.appendMessages([{ ...from(a!.id, chats[1]!.id, 1), createdAt: new Date(t).toISOString() }]);
+        await store.appendMessages([{ ...from(a!.id, chats[3]!.id, 1), createdAt: new Date(t + 1000).toISOString() }]);
+        const first = await store.listChatsOfMemberByActivity(b!.id, 'group', { limit: 2 });
+        expect(first.items.map((c) => c.id)).toEqual([chats[3]!.id, chats[1]!.id]);
+        expect(first.items[0]!.lastActivityAt).toBe(t + 1000);
+        expect(first.hasMore).toBe(true);
+        const last = first.items[1]!;
+        const rest = await store.listChatsOfMemberByActivity(b!.id, 'group', { after: { at: last.lastActivityAt, number: last.number }, limit: 10 });
+        const restIds = rest.items.map((c) => c.id);
+        expect(new Set(restIds)).toEqual(new Set([chats[0]!.id, chats[2]!.id, chats[4]!.id]));
+        expect(rest.items.map((c) => [c.lastActivityAt, c.number])).toEqual(
+          [...rest.items].sort((x, y) => y.lastActivityAt - x.lastActivityAt || y.number - x.number).map((c) => [c.lastActivityAt, c.number]),
+        );
+        expect(rest.hasMore).toBe(false);
+        expect((await store.listChatsOfMemberByActivity(b!.id, 'direct', { limit: 10 })).items.map((c) => c.id)).toEqual([direct.chat.id]);
+        expect(new Set(await store.chatIdsOfMember(b!.id))).toEqual(new Set([...chats.map((c) => c.id), direct.chat.id]));
+      });
+    });
+
+    describe('replies, edits and deletions', () => {
+      const edit = (chatId: string, seq: number, targetSeq: number, text: string, senderId = 'sender'): Envelope => ({
+        type: 'edit', id: newId(), chatId, seq, targetSeq, text, senderId, createdAt: new Date(1_800_000_000_000 + seq).toISOString(),
+      });
+      const del = (chatId: string, seq: number, targetSeq: number, actorId = 'sender'): Envelope => ({
+        type: 'delete', id: newId(), chatId, seq, targetSeq, actorId, createdAt: new Date().toISOString(),
+      });
+
+      it('keeps replyTo, and shows an edited message with its latest text and editedAt', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        await store.appendMessages([message(chat.id, 1), { ...message(chat.id, 2, 'answer'), replyTo: 1 }]);
+        expect(await store.appendMessages([edit(chat.id, 3, 1, 'first edit'), edit(chat.id, 4, 1, 'second edit')])).toEqual(['stored', 'stored']);
+        const got = await store.getMessage(chat.id, 1);
+        expect(got).toMatchObject({ type: 'message', seq: 1, text: 'second edit', editedAt: new Date(1_800_000_000_004).toISOString() });
+        expect(await store.getMessage(chat.id, 2)).toMatchObject({ text: 'answer', replyTo: 1 });
+        const history = (await store.listMessages(chat.id, { limit: 10 })).messages;
+        expect(history.map((m) => m.type)).toEqual(['message', 'message', 'edit', 'edit']);
+        expect(history[0]).toEqual(got);
+        expect(history[3]).toMatchObject({ type: 'edit', targetSeq: 1, text: 'second edit' });
+      });
+
+      it('applies an older edit arriving after a newer one not at all', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        await store.appendMessages([message(chat.id, 1)]);
+        await store.appendMessages([edit(chat.id, 3, 1, 'newer')]);
+        await store.appendMessages([edit(chat.id, 2, 1, 'older')]);
+        expect(await store.getMessage(chat.id, 1)).toMatchObject({ text: 'newer' });
+      });
+
+      it('shows a deleted message without text, takes it out of unread, and never edits it again', async () => {
+        const [a, b] = await users(2);
+        const chat = await group(a!.id, [b!.id]);
+        await store.appendMessages([{ ...message(chat.id, 1), senderId: a!.id }, { ...message(chat.id, 2), senderId: a!.id }]);
+        expect((await store.chatStates(b!.id, [chat.id])).get(chat.id)!.unread).toBe(2);
+        await store.appendMessages([edit(chat.id, 3, 2, 'edited', a!.id), del(chat.id, 4, 2, a!.id)]);
+        await store.appendMessages([edit(chat.id, 5, 2, 'too late', a!.id)]);
+        const gone = await store.getMessage(chat.id, 2);
+        expect(gone).toMatchObject({ type: 'message', seq: 2, deleted: true, senderId: a!.id });
+        expect(gone).not.toHaveProperty('text');
+        expect(gone).not.toHaveProperty('editedAt');
+        const state = (await store.chatStates(b!.id, [chat.id])).get(chat.id)!;
+        expect(state.unread).toBe(1);
+        expect(state.lastMessage).toMatchObject({ seq: 2, deleted: true });
+      });
+
+      it('stores an edit or delete of a missing or non-message target and changes nothing else', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const created: SystemEnvelope = { type: 'system', id: newId(), chatId: chat.id, seq: 1, event: 'chat.created', userId: o!.id, createdAt: new Date().toISOString() };
+        await store.appendMessages([created]);
+        expect(await store.appendMessages([edit(chat.id, 2, 1, 'x'), del(chat.id, 3, 99)])).toEqual(['stored', 'stored']);
+        expect(await store.getMessage(chat.id, 1)).toBeNull();
+        expect((await store.listMessages(chat.id, { limit: 10 })).messages[0]).toEqual(created);
+        expect(await store.maxSeq(chat.id)).toBe(3);
+      });
+
+      it('applies a redelivered edit or delete once', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        await store.appendMessages([message(chat.id, 1)]);
+        const e = edit(chat.id, 2, 1, 'once');
+        expect(await store.appendMessages([e])).toEqual(['stored']);
+        expect(await store.appendMessages([e])).toEqual(['present']);
+        expect(await store.getMessage(chat.id, 1)).toMatchObject({ text: 'once' });
+      });
+    });
+
+    describe('message search', () => {
+      const find = async (q: string, chatIds: string[], page: { before?: string; limit: number } = { limit: 50 }) =>
+        (await store.searchMessages(q, chatIds, page)).messages.map((m) => ('text' in m ? m.text : null));
+
+      it('finds literal substrings in scripts without spaces, case-insensitively, newest first', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const texts = ['모두들 안녕하세요', '東京都に行きます', 'Une école', 'nothing here', '안녕', 'ÉCOLE normale', '100% sure_thing'];
+        await store.appendMessages(texts.map((t, i) => message(chat.id, i + 1, t)));
+        expect(await find('안녕', [chat.id])).toEqual(['안녕', '모두들 안녕하세요']);
+        expect(await find('東京', [chat.id])).toEqual(['東京都に行きます']);
+        expect(await find('école', [chat.id])).toEqual(['ÉCOLE normale', 'Une école']);
+        expect(await find('0%', [chat.id])).toEqual(['100% sure_thing']);
+        expect(await find('e_t', [chat.id])).toEqual(['100% sure_thing']);
+        expect(await find('녕하', [chat.id])).toEqual(['모두들 안녕하세요']);
+        expect(await find('하안', [chat.id])).toEqual([]);
+        expect(await find('here nothing', [chat.id])).toEqual([]);
+      });
+
+      it('treats operator-like text as text', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const texts = ['a NEAR b', 'say "hi" (now)', 'star * here', 'x AND y', 'plain words'];
+        await store.appendMessages(texts.map((t, i) => message(chat.id, i + 1, t)));
+        for (const q of ['near', '"hi"', '(now', '* ', 'and', '" OR "', 'NEAR(', '%%', '__']) {
+          const expected = texts.filter((t) => t.toLowerCase().includes(q.toLowerCase())).reverse();
+          expect(await find(q.toLowerCase(), [chat.id]), q).toEqual(expected);
+        }
+      });
+
+      it('searches only the given chats, pages newest first with before, and follows edits and deletions', async () => {
+        const [o] = await users(1);
+        const mine = await group(o!.id, []);
+        const theirs = await group(o!.id, []);
+        await store.appendMessages(Array.from({ length: 7 }, (_, i) => message(mine.id, i + 1, `hello ${i + 1}`)));
+        await store.appendMessages([message(theirs.id, 1, 'hello there')]);
+        const first = await store.searchMessages('hello', [mine.id], { limit: 3 });
+        expect(first.messages.map((m) => m.seq)).toEqual([7, 6, 5]);
+        expect(first.hasMore).toBe(true);
+        const second = await store.searchMessages('hello', [mine.id], { before: first.messages[2]!.id, limit: 10 });
+        expect(second.messages.map((m) => m.seq)).toEqual([4, 3, 2, 1]);
+        expect(second.hasMore).toBe(false);
+        expect(await store.searchMessages('hello', [mine.id], { before: newId(), limit: 10 })).toEqual({ messages: [], hasMore: false });
+        expect(await find('hello', [])).toEqual([]);
+        await store.appendMessages([
+          { type: 'edit', id: newId(), chatId: mine.id, seq: 8, targetSeq: 2, text: 'goodbye', senderId: 'sender', createdAt: new Date().toISOString() },
+          { type: 'delete', id: newId(), chatId: mine.id, seq: 9, targetSeq: 3, actorId: 'sender', createdAt: new Date().toISOString() },
+        ]);
+        expect((await store.searchMessages('hello', [mine.id], { limit: 10 })).messages.map((m) => m.seq)).toEqual([7, 6, 5, 4, 1]);
+        expect(await find('goodbye', [mine.id])).toEqual(['goodbye']);
+        expect((await store.searchMessages('hello', [mine.id, theirs.id], { limit: 1 })).messages[0]!.chatId).toBe(theirs.id);
+      });
+    });
   });
 }
