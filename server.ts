@@ -12,6 +12,9 @@ import { ChatEventPublisher } from './core/chat-events.js';
 import { Chats } from './core/chats.js';
 import { type Config, StartupError } from './core/config.js';
 import { Membership } from './core/membership.js';
+import { MessageEdits } from './core/message-edits.js';
+import { Receipts } from './core/receipts.js';
+import { ReplyTargets } from './core/replies.js';
 import { Metrics } from './core/metrics.js';
 import { Sender } from './core/sender.js';
 import { Users } from './core/users.js';
@@ -89,12 +92,15 @@ export async function startServer(config: Config): Promise<Running> {
     const connections = new Connections();
     const membership = new Membership(store, bus, { onError: (err, what) => log.error({ err }, what), connectedHere: (userId) => connections.connected(userId) });
     closers.push(() => membership.close());
+    // Behind the RabbitMQ archive the store lags live delivery (core/replies.ts).
+    const targets = new ReplyTargets(store, seams.sequencer, Boolean(config.amqpUrl));
     const sender = new Sender({
       sequencer: seams.sequencer,
       archive,
       membership,
       rateLimiter: seams.sendLimiter,
       claims: seams.sendClaims,
+      replyTargets: targets,
       outbox,
       metrics,
       maxInFlight: config.limits.maxSendsInFlight,
@@ -102,13 +108,16 @@ export async function startServer(config: Config): Promise<Running> {
     });
     const chats = new Chats(store, new ChatEventPublisher({ sequencer: seams.sequencer, archive, bus, outbox, onError }), seams.sendClaims);
     const users = new Users(store, presence);
-    app = await buildApi(config, log, { accounts, chats, users, metrics, ready: () => store.ping() }, { rest: roles.has('api') });
+    const edits = new MessageEdits({ store, sequencer: seams.sequencer, archive, membership, claims: seams.sendClaims, targets, outbox });
+    const receipts = new Receipts({ store, sequencer: seams.sequencer, throttle: seams.throttle, outbox, onError });
+    closers.push(() => receipts.close());
+    app = await buildApi(config, log, { accounts, chats, users, edits, receipts, metrics, ready: () => store.ping() }, { rest: roles.has('api') });
     closers.push(() => app.close());
     // Every process has a broker node: with the broker role it accepts MQTT clients; without it
     // (api, worker) it only publishes server messages (system messages, inbox events, kicks)
     // into the cluster.
     broker = new ChatBroker({
-      aedes, connections, typingLimiter: seams.typingLimiter, accounts, store, membership, sender, presence, bus, metrics, limits: config.limits, log: app.log, tls: config.tls,
+      aedes, connections, typingLimiter: seams.typingLimiter, accounts, store, membership, sender, receipts, presence, bus, metrics, limits: config.limits, log: app.log, tls: config.tls,
     });
     closers.push(() => broker.close());
     if (roles.has('broker')) broker.attachWebSocket(app.server);

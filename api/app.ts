@@ -8,6 +8,8 @@ import addFormats from 'ajv-formats';
 import helmet from 'helmet';
 import type { Accounts } from '../core/accounts.js';
 import type { Chats } from '../core/chats.js';
+import type { MessageEdits } from '../core/message-edits.js';
+import type { Receipts } from '../core/receipts.js';
 import type { Config } from '../core/config.js';
 import { type ErrorCode, errorStatus, isAppError, isOutage } from '../core/errors.js';
 import type { Metrics } from '../core/metrics.js';
@@ -26,6 +28,8 @@ export interface ApiDeps {
   accounts: Accounts;
   chats: Chats;
   users: Users;
+  edits: MessageEdits;
+  receipts: Receipts;
   metrics: Metrics;
   /** Resolves when the store answers, rejects otherwise (/readyz). */
   ready: () => Promise<void>;
@@ -115,7 +119,7 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
 
   await app.register(swagger, {
     openapi: {
-      info: { title: 'Chat API', version: '1', description: 'REST side of the chat platform: accounts, chats, members, history.' },
+      info: { title: 'Chat API', version: '1', description: 'REST side of the chat platform: accounts, chats, members, read pointers, history, edits and search.' },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },
@@ -123,14 +127,14 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
   await app.register(swaggerUi, { routePrefix: '/docs' });
   webRoutes(app);
 
-  const { accounts, chats, users } = deps;
-  const presenter = new Presenter(users);
+  const { accounts, chats, users, edits, receipts } = deps;
+  const presenter = new Presenter(users, chats);
   await app.register(
     async (api) => {
       await api.register(authPlugin, { accounts });
       await api.register(usersRoutes, { accounts, users, presenter });
-      await api.register(chatsRoutes, { chats, presenter });
-      await api.register(messagesRoutes, { chats });
+      await api.register(chatsRoutes, { chats, receipts, presenter });
+      await api.register(messagesRoutes, { chats, edits });
     },
     { prefix: '/api' },
   );

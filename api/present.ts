@@ -1,10 +1,13 @@
-import type { ChatRecord } from '../core/chats.js';
+import type { ChatRecord, Chats } from '../core/chats.js';
 import type { UserRecord, Users } from '../core/users.js';
 import type { ChatDto, UserDto } from './schemas.js';
 
 /** Turns the core services' records into the public JSON shapes, with online status. */
 export class Presenter {
-  constructor(private readonly service: Users) {}
+  constructor(
+    private readonly service: Users,
+    private readonly chatService: Chats,
+  ) {}
 
   async users(records: UserRecord[]): Promise<UserDto[]> {
     const online = await this.service.onlineAmong(records.map((u) => u.id));
@@ -15,11 +18,16 @@ export class Presenter {
     return (await this.users([record]))[0]!;
   }
 
-  /** One user query and one presence query for any number of chats. */
-  async chats(chats: ChatRecord[]): Promise<ChatDto[]> {
+  /** One user query, one presence query and one read of the caller's figures (pointer, unread,
+   * last message, activity) for any number of chats, as `callerId` sees them. */
+  async chats(chats: ChatRecord[], callerId: string): Promise<ChatDto[]> {
     const ids = [...new Set(chats.flatMap((c) => c.memberIds))];
-    const byId = new Map((await this.users(await this.service.among(ids))).map((u) => [u.id, u]));
-    return chats.map((c) => ({
+    const [members, states] = await Promise.all([this.service.among(ids).then((records) => this.users(records)), this.chatService.states(callerId, chats)]);
+    const byId = new Map(members.map((u) => [u.id, u]));
+    return chats.map((c) => {
+      // A non-member (of a public group) sees no pointer, nothing unread and no message.
+      const state = states.get(c.id);
+      return {
       id: c.id,
       number: c.number,
       type: c.type,
@@ -30,11 +38,16 @@ export class Presenter {
       memberCount: c.memberIds.length,
       lastSeq: c.lastSeq,
       createdAt: new Date(c.createdAt).toISOString(),
-    }));
+      readSeq: state?.readSeq ?? 0,
+      unread: state?.unread ?? 0,
+      lastMessage: state?.lastMessage ?? null,
+      lastActivityAt: new Date(state?.lastActivityAt ?? c.createdAt).toISOString(),
+      };
+    });
   }
 
-  async chat(chat: ChatRecord): Promise<ChatDto> {
-    return (await this.chats([chat]))[0]!;
+  async chat(chat: ChatRecord, callerId: string): Promise<ChatDto> {
+    return (await this.chats([chat], callerId))[0]!;
   }
 }
 

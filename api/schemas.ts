@@ -1,9 +1,10 @@
 import { Type, type Static } from 'typebox';
 import { ID_PATTERN } from '../core/ids.js';
 import {
-  CHAT_NAME_MAX, DISPLAY_NAME_MAX, PAGE_DEFAULT, PAGE_MAX, PASSWORD_MAX, PASSWORD_MIN, SEARCH_QUERY_MAX, USERNAME_PATTERN,
+  CHAT_NAME_MAX, DISPLAY_NAME_MAX, MESSAGE_SEARCH_PAGE_DEFAULT, PAGE_DEFAULT, PAGE_MAX, PASSWORD_MAX, PASSWORD_MIN, SEARCH_QUERY_MAX, USERNAME_PATTERN,
 } from '../core/rules.js';
 import { errorStatus } from '../core/errors.js';
+import type { StoredMessage } from '../core/envelope.js';
 
 /** JSON schemas of the REST contract: they validate requests, serialise responses (dropping
  * any field not listed, e.g. password hashes) and generate the OpenAPI document at /docs. */
@@ -45,15 +46,20 @@ export const Chat = Type.Object(
     memberCount: Type.Integer(),
     lastSeq: Type.Integer(),
     createdAt: Timestamp,
+    readSeq: Type.Integer({ minimum: 0, description: "the caller's read pointer (0 for a non-member)" }),
+    unread: Type.Integer({ minimum: 0, description: 'messages of other members after readSeq, not deleted (counted from the log)' }),
+    lastMessage: Type.Union([Type.Ref('Envelope'), Type.Null()], { description: 'the newest message in its current state; null when none, or for a non-member' }),
+    lastActivityAt: Type.String({ format: 'date-time', description: 'time of the newest envelope of any kind, or of the creation' }),
   },
   { $id: 'Chat' },
 );
-export type ChatDto = Omit<Static<typeof Chat>, 'members'> & { members: UserDto[] };
+export type ChatDto = Omit<Static<typeof Chat>, 'members' | 'lastMessage'> & { members: UserDto[]; lastMessage: StoredMessage | null };
 
-/** Envelopes are stored as delivered; history returns them unchanged. */
+/** Envelopes are stored as delivered; history returns them as delivered, except that a message
+ * shows its current state (after edits and a deletion). */
 export const Envelope = Type.Object(
   {
-    type: Type.Union([Type.Literal('message'), Type.Literal('system')]),
+    type: Type.Union([Type.Literal('message'), Type.Literal('system'), Type.Literal('edit'), Type.Literal('delete')]),
     id: Id,
     chatId: Id,
     seq: Type.Integer(),
@@ -64,6 +70,10 @@ export const Envelope = Type.Object(
     event: Type.Optional(Type.String()),
     userId: Type.Optional(Id),
     actorId: Type.Optional(Id),
+    replyTo: Type.Optional(Type.Integer({ minimum: 1, description: 'message: the seq of the message it answers' })),
+    editedAt: Type.Optional(Timestamp),
+    deleted: Type.Optional(Type.Literal(true)),
+    targetSeq: Type.Optional(Type.Integer({ minimum: 1, description: 'edit, delete: the seq of the message changed' })),
     createdAt: Timestamp,
   },
   { $id: 'Envelope' },
@@ -77,6 +87,25 @@ export const ChatName = Type.String({ minLength: 1, maxLength: CHAT_NAME_MAX });
 const Limit = Type.Integer({ minimum: 1, maximum: PAGE_MAX, default: PAGE_DEFAULT });
 /** Keyset pagination by chat number. */
 export const NumberPage = Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0 })), limit: Limit }, { additionalProperties: false });
+/** A member's own chat list: by number (after), or newest activity first (order=activity, cursor). */
+export const ChatListQuery = Type.Object(
+  {
+    order: Type.Optional(Type.Union([Type.Literal('number'), Type.Literal('activity')], { default: 'number' })),
+    after: Type.Optional(Type.Integer({ minimum: 0, description: 'order=number: the number of the last chat already seen' })),
+    cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,16}\\.[0-9]{1,16}$', description: 'order=activity: nextCursor of the previous page' })),
+    limit: Limit,
+  },
+  { additionalProperties: false },
+);
+export const MessageSearchQuery = Type.Object(
+  {
+    q: Type.String({ minLength: 1, maxLength: 256, description: 'literal text, 2-64 characters, matched case-insensitively as a substring' }),
+    chatId: Type.Optional(Id),
+    before: Type.Optional(Id),
+    limit: Type.Integer({ minimum: 1, maximum: PAGE_MAX, default: MESSAGE_SEARCH_PAGE_DEFAULT }),
+  },
+  { additionalProperties: false },
+);
 export const SearchQuery = Type.Object(
   {
     q: Type.String({ minLength: 1, maxLength: SEARCH_QUERY_MAX, description: 'literal text, matched case-insensitively' }),

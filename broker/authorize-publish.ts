@@ -1,6 +1,6 @@
 import type { Client, PublishPacket } from 'aedes';
 import { envelopeJson } from '../core/envelope.js';
-import { parseTyping } from '../core/send-rules.js';
+import { parseReceipt, parseTyping } from '../core/send-rules.js';
 import type { BrokerContext } from './context.js';
 import { parseTopic, topics } from './topics.js';
 
@@ -38,6 +38,21 @@ export function authorizePublish(ctx: BrokerContext) {
           done(null);
         },
         () => discard(),
+      );
+      return;
+    }
+
+    if (topic.kind === 'receipts') {
+      // Never forwarded as published: the pointer moves, and Receipts announces it (coalesced).
+      // The PUBACK waits until the pointer is durable. A bad receipt or a non-member's is dropped.
+      const readSeq = parseReceipt(payload);
+      if (readSeq === null) return discard();
+      ctx.receipts.read(conn.user.id, topic.chatId, readSeq).then(
+        () => discard(),
+        (err: unknown) => {
+          ctx.log.error({ err, chatId: topic.chatId }, 'read receipt could not be stored');
+          discard();
+        },
       );
       return;
     }

@@ -7,8 +7,9 @@ import { parseTopic } from './topics.js';
  * (0x80) in the SUBACK and the connection stays up, so a client that re-subscribes to a chat
  * it has left after a reconnect is told, not disconnected. QoS is capped by capRequestedQos.
  */
-/** Highest QoS a topic is served with: typing is fire-and-forget, the rest at least once. */
-export const maxQos = (topic: string): 0 | 1 => (topic.endsWith('/typing') ? 0 : 1);
+/** Highest QoS a topic is served with: typing and receipts are fire-and-forget (receipts catch
+ * up by REST), the rest at least once. */
+export const maxQos = (topic: string): 0 | 1 => (topic.endsWith('/typing') || topic.endsWith('/receipts') ? 0 : 1);
 
 /**
  * Aedes writes the SUBACK with the QoS the client asked for, whatever authorizeSubscribe
@@ -38,6 +39,7 @@ export function authorizeSubscribe(ctx: BrokerContext) {
         return topic.userId === conn.user.id ? grant() : done(null, null);
       case 'messages':
       case 'typing':
+      case 'receipts':
         ctx.membership.check(topic.chatId, conn.user.id).then(
           (member) => (member ? grant() : done(null, null)),
           (err: unknown) => {

@@ -13,6 +13,7 @@ import type { Membership } from '../core/membership.js';
 import type { Metrics } from '../core/metrics.js';
 import type { PresenceRegistry } from '../core/presence.js';
 import { LocalRateLimiter, type RateLimiter } from '../core/rate-limit.js';
+import type { Receipts } from '../core/receipts.js';
 import type { Sender } from '../core/sender.js';
 import type { Store } from '../core/store/store.js';
 import { authenticate, preConnect } from './authenticate.js';
@@ -36,6 +37,7 @@ export interface BrokerDeps {
   store: Store;
   membership: Membership;
   sender: Sender;
+  receipts: Receipts;
   presence: PresenceRegistry;
   bus: ControlBus;
   metrics: Metrics;
@@ -74,6 +76,7 @@ export class ChatBroker {
       store: deps.store,
       membership: deps.membership,
       sender: deps.sender,
+      receipts: deps.receipts,
       presence: deps.presence,
       connections: deps.connections,
       typingLimiter: deps.typingLimiter,
@@ -118,7 +121,7 @@ export class ChatBroker {
       } else if (event.type === 'member.removed') {
         // End the removed member's live subscriptions to that chat (authorizeForward already
         // stopped delivery the moment the membership cache changed).
-        const unsubscriptions = [topics.messages(event.chatId), topics.typing(event.chatId)];
+        const unsubscriptions = [topics.messages(event.chatId), topics.typing(event.chatId), topics.receipts(event.chatId)];
         for (const client of ctx.connections.ofUser(event.userId)) client.unsubscribe({ unsubscriptions } as never, () => {});
       }
     });

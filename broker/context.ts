@@ -5,6 +5,7 @@ import type { Limits } from '../core/config.js';
 import type { Membership } from '../core/membership.js';
 import type { PresenceRegistry } from '../core/presence.js';
 import type { RateLimiter } from '../core/rate-limit.js';
+import type { Receipts } from '../core/receipts.js';
 import type { Sender } from '../core/sender.js';
 import type { Store } from '../core/store/store.js';
 import type { Connections } from './connections.js';
@@ -16,6 +17,7 @@ export interface BrokerContext {
   readonly store: Store;
   readonly membership: Membership;
   readonly sender: Sender;
+  readonly receipts: Receipts;
   readonly presence: PresenceRegistry;
   readonly connections: Connections;
   readonly typingLimiter: RateLimiter;

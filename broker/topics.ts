@@ -3,12 +3,15 @@
  *
  *   chats/{chatId}/messages   members subscribe and publish (validated, rewritten)
  *   chats/{chatId}/typing     members subscribe and publish (QoS 0, throttled, not stored)
+ *   chats/{chatId}/receipts   members subscribe (QoS 0) and publish {"readSeq"} (never forwarded:
+ *                             the server announces pointers, coalesced)
  *   users/{userId}/presence   any signed-in user subscribes (also users/+/presence); server publishes
  *   users/{userId}/inbox      that user subscribes; server publishes
  */
 export type Topic =
   | { kind: 'messages'; chatId: string }
   | { kind: 'typing'; chatId: string }
+  | { kind: 'receipts'; chatId: string }
   | { kind: 'presence'; userId: string } // userId may be '+' in a subscription
   | { kind: 'inbox'; userId: string };
 
@@ -23,6 +26,7 @@ export function parseTopic(topic: string, { subscription = false } = {}): Topic 
   if (root === 'chats' && ID.test(id)) {
     if (leaf === 'messages') return { kind: 'messages', chatId: id };
     if (leaf === 'typing') return { kind: 'typing', chatId: id };
+    if (leaf === 'receipts') return { kind: 'receipts', chatId: id };
   }
   if (root === 'users') {
     if (leaf === 'presence' && (ID.test(id) || (subscription && id === '+'))) return { kind: 'presence', userId: id };
@@ -34,6 +38,7 @@ export function parseTopic(topic: string, { subscription = false } = {}): Topic 
 export const topics = {
   messages: (chatId: string) => `chats/${chatId}/messages`,
   typing: (chatId: string) => `chats/${chatId}/typing`,
+  receipts: (chatId: string) => `chats/${chatId}/receipts`,
   presence: (userId: string) => `users/${userId}/presence`,
   inbox: (userId: string) => `users/${userId}/inbox`,
   /** Where refused publishes go after their PUBACK: no client may subscribe to it. */

@@ -1,9 +1,10 @@
 import { AppError, forbidden, groupFull, invalidInput, isOutage, notFound, notMember } from './errors.js';
 import { newId } from './ids.js';
-import { CHAT_NAME_MAX, MAX_GROUP_MEMBERS, cleanName } from './rules.js';
-import type { ChatRecord, ChatType, MessageRange, Page, PageOf, Store, Visibility } from './store/store.js';
+import { CHAT_NAME_MAX, MAX_GROUP_MEMBERS, MESSAGE_SEARCH_MAX as SEARCH_MAX, MESSAGE_SEARCH_MIN as SEARCH_MIN, cleanName } from './rules.js';
+import type { ActivityKey, ChatRecord, ChatState, ChatType, MessageRange, Page, PageOf, ReadPointer, Store, Visibility } from './store/store.js';
+import { normalizeForSearch } from './search-text.js';
 import type { ChatEvents } from './chat-events.js';
-import type { Envelope } from './envelope.js';
+import type { Envelope, StoredMessage } from './envelope.js';
 import { type SendClaims, membersLock } from './send-claims.js';
 
 export type { ChatRecord };
@@ -74,6 +75,50 @@ export class Chats {
     if (!chat) throw notFound(`no chat number ${number}`);
     if (!isPublic(chat) && !chat.memberIds.includes(callerId)) throw notMember();
     return chat;
+  }
+
+  /** A chat by number for one of its members only (also of a public group). */
+  async ofMember(callerId: string, number: number): Promise<ChatRecord> {
+    const chat = await this.getByNumber(callerId, number);
+    if (!chat.memberIds.includes(callerId)) throw notMember();
+    return chat;
+  }
+
+  /** The caller's figures of each of the chats it is a member of: read pointer, unread count,
+   * last message, last activity (Store.chatStates). */
+  states(callerId: string, chats: readonly ChatRecord[]): Promise<Map<string, ChatState>> {
+    return this.store.chatStates(callerId, chats.filter((c) => c.memberIds.includes(callerId)).map((c) => c.id));
+  }
+
+  /** The members' read pointers, for members. */
+  async receipts(callerId: string, number: number): Promise<ReadPointer[]> {
+    return this.store.readPointers((await this.ofMember(callerId, number)).id);
+  }
+
+  /** A user's own direct or group chats, newest activity first; nobody may list another user's. */
+  async listByActivity(callerId: string, userId: string, type: ChatType, page: Page<ActivityKey>): Promise<PageOf<ChatRecord & { lastActivityAt: number }>> {
+    if (userId !== callerId) throw forbidden('you can only list your own chats');
+    return this.store.listChatsOfMemberByActivity(callerId, type, page);
+  }
+
+  /**
+   * Messages of the caller's chats (or of `chatId`, for its members) containing `q` as literal
+   * text, newest first (docs/chat-features.md, "Search").
+   */
+  async search(callerId: string, query: { q: string; chatId?: string | undefined; before?: string | undefined; limit: number }): Promise<{ messages: StoredMessage[]; hasMore: boolean }> {
+    const raw = [...query.q].length;
+    const q = normalizeForSearch(query.q);
+    if (raw < SEARCH_MIN || raw > SEARCH_MAX || [...q].length < SEARCH_MIN) throw invalidInput(`q must be ${SEARCH_MIN}-${SEARCH_MAX} characters`);
+    let chatIds: string[];
+    if (query.chatId !== undefined) {
+      const chat = await this.store.getChat(query.chatId);
+      if (!chat) throw notFound('chat not found');
+      if (!chat.memberIds.includes(callerId)) throw notMember();
+      chatIds = [chat.id];
+    } else {
+      chatIds = await this.store.chatIdsOfMember(callerId);
+    }
+    return this.store.searchMessages(q, chatIds, { before: query.before, limit: query.limit });
   }
 
   /** A user's own direct or group chats; nobody may list another user's. */

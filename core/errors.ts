@@ -9,6 +9,7 @@ export const errorStatus = {
   not_member: 403,
   not_found: 404,
   username_taken: 409,
+  message_deleted: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   group_full: 422,
@@ -44,6 +45,7 @@ export const notFound = (message: string) => new AppError('not_found', message);
 export const notMember = (message = 'you are not a member of this chat') => new AppError('not_member', message);
 export const groupFull = (max: number) => new AppError('group_full', `a group has at most ${max} members`);
 export const usernameTaken = () => new AppError('username_taken', 'this username is taken');
+export const messageDeleted = () => new AppError('message_deleted', 'this message was deleted: it can no longer be edited');
 
 export const isAppError = (err: unknown): err is AppError => err instanceof AppError;
 

@@ -1,5 +1,6 @@
 import type { Envelope } from './envelope.js';
 import type { RejectReason } from './errors.js';
+import type { ReadReceipt } from './receipts.js';
 
 /** Events a user receives on `users/{userId}/inbox` (docs/mqtt.md). */
 export type InboxEvent =
@@ -18,4 +19,6 @@ export type InboxEvent =
 export interface Outbox {
   toChat(envelope: Envelope): void;
   toInbox(userId: string, event: InboxEvent): void;
+  /** A read receipt to the chat's members subscribed to its receipts (QoS 0: ephemeral). */
+  toReceipts(chatId: string, receipt: ReadReceipt): void;
 }

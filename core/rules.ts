@@ -6,6 +6,10 @@ export const PASSWORD_MAX = 128;
 export const DISPLAY_NAME_MAX = 64;
 export const CHAT_NAME_MAX = 100;
 export const SEARCH_QUERY_MAX = 64;
+/** Message search: q in code points (docs/chat-features.md), and its default page. */
+export const MESSAGE_SEARCH_MIN = 2;
+export const MESSAGE_SEARCH_MAX = 64;
+export const MESSAGE_SEARCH_PAGE_DEFAULT = 20;
 export const PAGE_MAX = 100;
 export const PAGE_DEFAULT = 50;
 

@@ -36,6 +36,9 @@ export interface SendClaims {
 export const membersLock = (chatId: string) => `members:${chatId}`;
 
 /** The key of a send: (chat, sender, clientMsgId). */
+/** Of a message's deletion: one deletion event per message, also when requested at once. */
+export const deletionKey = (chatId: string, seq: number) => `delete:${chatId}:${seq}`;
+
 export const sendKey = (chatId: string, senderId: string, clientMsgId: string) => `${chatId}:${senderId}:${clientMsgId}`;
 
 /** A claim being sent: later claims of its key wait for it. */

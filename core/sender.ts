@@ -10,9 +10,8 @@ import type { RateLimiter } from './rate-limit.js';
 import { type ClaimHold, type SendClaims, type SentRef, sendKey } from './send-claims.js';
 import { parseSend } from './send-rules.js';
 import type { Sequencer } from './sequencer.js';
-
-/** How often a send reads its chat's members again before giving up (the client retries). */
-const MAX_STALE_RETRIES = 5;
+import { numberWhileMember } from './numbering.js';
+import type { ReplyTargets } from './replies.js';
 
 export type SendResult =
   | { status: 'accepted'; envelope: MessageEnvelope }
@@ -33,6 +32,8 @@ export class Sender {
       membership: Membership;
       rateLimiter: RateLimiter;
       claims: SendClaims;
+      /** Whether a reply's `replyTo` names a message of the chat. */
+      replyTargets: ReplyTargets;
       outbox: Outbox;
       metrics: Metrics;
       /** Sends in the pipeline at once (from the membership check until durable); more wait. */
@@ -76,7 +77,7 @@ export class Sender {
     }
   }
 
-  private async accept(sender: { id: string; displayName: string }, chatId: string, input: { text: string; clientMsgId: string | null }): Promise<SendResult> {
+  private async accept(sender: { id: string; displayName: string }, chatId: string, input: { text: string; clientMsgId: string | null; replyTo: number | null }): Promise<SendResult> {
     if (!(await this.deps.membership.check(chatId, sender.id))) return this.reject(sender.id, chatId, input.clientMsgId, 'not_member');
 
     const { clientMsgId } = input;
@@ -96,11 +97,13 @@ export class Sender {
     };
     try {
       if (!(await this.deps.rateLimiter.take(sender.id))) return this.reject(sender.id, chatId, clientMsgId, 'rate_limited');
-      const seq = await this.numbered(chatId, sender.id);
+      if (input.replyTo !== null && !(await this.deps.replyTargets.has(chatId, input.replyTo))) return this.reject(sender.id, chatId, clientMsgId, 'invalid_payload');
+      const seq = await numberWhileMember(this.deps.sequencer, this.deps.membership, chatId, sender.id);
       if (seq === null) return this.reject(sender.id, chatId, clientMsgId, 'not_member');
       const envelope: MessageEnvelope = {
         type: 'message', id: newId(), chatId, seq, senderId: sender.id,
-        senderName: sender.displayName, text: input.text, clientMsgId, createdAt: new Date().toISOString(),
+        senderName: sender.displayName, text: input.text, clientMsgId, ...(input.replyTo === null ? {} : { replyTo: input.replyTo }),
+        createdAt: new Date().toISOString(),
       };
       // A key older than the claims' memory is caught here, by the store's unique index: the
       // send is a duplicate after all, and its seq stays unused.
@@ -117,30 +120,6 @@ export class Sender {
     } finally {
       // Refused or failed: free the key, so the client's retry is a fresh attempt.
       await settle();
-    }
-  }
-
-  /**
-   * The send's seq, taken only while its sender is a member (null otherwise), in one step with
-   * that check: a removal numbered before this send is always seen, on any node, so history
-   * never shows a message after its sender's removal (docs/architecture.md, "Membership changes
-   * and sends in flight").
-   */
-  private async numbered(chatId: string, senderId: string): Promise<number | null> {
-    for (let attempt = 1; ; attempt++) {
-      const got = await this.deps.sequencer.nextIf(chatId, () => this.deps.membership.admit(chatId, senderId));
-      if (got === 'refused') return null;
-      if (got !== 'stale') return got;
-      // Another node announced a change this node has not heard of yet (or the chat is not
-      // cached here any more): read the chat again.
-      if (attempt === MAX_STALE_RETRIES) {
-        throw new Error(
-          `the members of chat ${chatId} kept changing while a send was numbered, or the announced members version is ahead of the store ` +
-            '(a store restored from a backup under a Redis that kept its keys: delete the <NAMESPACE>:members-version:* keys)',
-        );
-      }
-      await this.deps.membership.refresh(chatId);
-      if (this.deps.membership.admit(chatId, senderId) === null) return null; // no such chat
     }
   }
 

@@ -29,6 +29,9 @@ export interface Sequencer {
    * change the cache has already read is being announced), in one step with counting.
    */
   nextIf(chatId: string, admit: () => Admission | null): Promise<number | 'refused' | 'stale'>;
+  /** The highest number given out for the chat so far, by any node (the seed when none was):
+   * the chat's last seq as live delivery knows it, which a store behind a queue may lag. */
+  current(chatId: string): Promise<number>;
 }
 
 /** In-process sequencer: one counter per chat, seeded once from the store. */
@@ -46,6 +49,11 @@ export class LocalSequencer implements Sequencer {
   async nextIf(chatId: string, admit: () => Admission | null): Promise<number | 'refused'> {
     if (!this.last.has(chatId)) await this.seeded(chatId);
     return admit()?.member ? this.count(chatId) : 'refused';
+  }
+
+  async current(chatId: string): Promise<number> {
+    if (!this.last.has(chatId)) await this.seeded(chatId);
+    return this.last.get(chatId)!;
   }
 
   private count(chatId: string): number {

@@ -5,6 +5,7 @@ import { LocalPresence } from '../core/presence.js';
 import { LocalRateLimiter } from '../core/rate-limit.js';
 import { LocalSendClaims, SEND_CLAIMS_KEPT, sendKey } from '../core/send-claims.js';
 import { LocalSequencer } from '../core/sequencer.js';
+import { LocalThrottle } from '../core/throttle.js';
 import type { Store } from '../core/store/store.js';
 import { type Seams, rateLimits } from './seams.js';
 
@@ -19,6 +20,7 @@ export async function inProcessSeams(config: Config, store: Store): Promise<Seam
     sendLimiter: limiter('send'),
     sendClaims: await recentClaims(store),
     typingLimiter: limiter('typing'),
+    throttle: new LocalThrottle(),
     loginFailures: limiter('login'),
     aedes: { persistence: memoryPersistence() },
     close: async () => {},

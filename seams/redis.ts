@@ -8,6 +8,7 @@ import { RedisPresence } from '../core/redis/presence.js';
 import { RedisRateLimiter } from '../core/redis/rate-limit.js';
 import { RedisSendClaims } from '../core/redis/send-claims.js';
 import { RedisSequencer } from '../core/redis/sequencer.js';
+import { RedisThrottle } from '../core/redis/throttle.js';
 import type { Store } from '../core/store/store.js';
 import { type Seams, rateLimits } from './seams.js';
 
@@ -38,6 +39,7 @@ export async function redisSeams(config: Config & { redisUrl: string }, store: S
       sendLimiter: limiter('send'),
       sendClaims: new RedisSendClaims(redis, ns),
       typingLimiter: limiter('typing'),
+      throttle: new RedisThrottle(redis, ns),
       loginFailures: limiter('login'),
       aedes: { mq, persistence, heartbeatInterval: 5000 },
       close: async () => {

@@ -6,6 +6,7 @@ import type { RateLimiter } from '../core/rate-limit.js';
 import { LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND } from '../core/rules.js';
 import type { SendClaims } from '../core/send-claims.js';
 import type { Sequencer } from '../core/sequencer.js';
+import type { Throttle } from '../core/throttle.js';
 
 /**
  * What a deployment shares between its nodes, or keeps in its one process: each seam's
@@ -20,6 +21,8 @@ export interface Seams {
   sendLimiter: RateLimiter;
   sendClaims: SendClaims;
   typingLimiter: RateLimiter;
+  /** Coalesces read receipts to one per user, chat and second. */
+  throttle: Throttle;
   loginFailures: RateLimiter;
   /** Aedes' emitter and persistence for this deployment. */
   aedes: AedesBackends;

@@ -25,6 +25,8 @@ describe('REST chats: /api/chats', () => {
         id: expect.any(String), number: expect.any(Number), type: 'direct', name: null, visibility: 'private', ownerId: null,
         // seq 1 is the chat.created system message
         members: [alice.user, bob.user], memberCount: 2, lastSeq: 1, createdAt: expect.any(String),
+        // nothing read, nothing unread: a system message is not a message
+        readSeq: 0, unread: 0, lastMessage: null, lastActivityAt: expect.any(String),
       });
       const again = await srv.http.post('/api/chats', { type: 'direct', memberIds: [alice.user.id] }, bob.token);
       expect(again.status).toBe(200);

@@ -11,6 +11,7 @@ import { newId } from '../core/ids.js';
 import { Membership } from '../core/membership.js';
 import { Metrics } from '../core/metrics.js';
 import { LocalRateLimiter } from '../core/rate-limit.js';
+import { ReplyTargets } from '../core/replies.js';
 import { Sender } from '../core/sender.js';
 import { LocalSendClaims } from '../core/send-claims.js';
 import { LocalSequencer } from '../core/sequencer.js';
@@ -30,8 +31,10 @@ describe('a retry older than the send claims remember', () => {
   const store = new SqliteStore(join(dir, 'chat.db'));
   const bus = new LocalBus();
   const archive = new StoreArchive(store);
+  const sequencer = new LocalSequencer((chatId) => store.maxSeq(chatId));
   const sender = new Sender({
-    sequencer: new LocalSequencer((chatId) => store.maxSeq(chatId)),
+    sequencer,
+    replyTargets: new ReplyTargets(store, sequencer, false),
     archive,
     membership: new Membership(store, bus, {
       onError: (err) => {

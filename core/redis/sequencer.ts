@@ -95,6 +95,12 @@ export class RedisSequencer implements Sequencer {
     }
   }
 
+  /** A cold key is answered as a seed would set it, without setting it. */
+  async current(chatId: string): Promise<number> {
+    const value = await this.redis.get(`${this.namespace}:seq:${chatId}`);
+    return value !== null ? Number(value) : Math.max(await this.seed(chatId), this.given.get(chatId) ?? 0);
+  }
+
   /** A seq, or one of the negative answers above for a send checked at `seen`. */
   private async take(chatId: string, seen: Admission | null): Promise<number> {
     const key = `${this.namespace}:seq:${chatId}`;

@@ -39,6 +39,16 @@ export function sequencerContract(name: string, open: (seed: (chatId: string) =>
       expect([await a.next('new-chat'), await a.next('new-chat')]).toEqual([1, 2]);
     });
 
+    it('current answers the highest number given out on any node, or the stored seq before any', async () => {
+      const [a, b] = opened.nodes;
+      expect(await a.current('chat-with-history')).toBe(41);
+      expect(await b.current('untouched')).toBe(0);
+      await a.next('counted');
+      await b.next('counted');
+      expect([await a.current('counted'), await b.current('counted')]).toEqual([2, 2]);
+      expect(await b.next('counted')).toBe(3);
+    });
+
     it('nextIf gives no number when the sender is not admitted, and the next one follows on', async () => {
       const [a, b] = opened.nodes;
       const member = { version: 1, member: true };
