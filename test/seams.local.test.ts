@@ -4,7 +4,8 @@ import { LocalPresence } from '../core/presence.js';
 import { LocalRateLimiter } from '../core/rate-limit.js';
 import { LocalSendClaims } from '../core/send-claims.js';
 import { LocalSequencer } from '../core/sequencer.js';
-import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract } from './contracts/seams.contract.js';
+import { LocalThrottle } from '../core/throttle.js';
+import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract, throttleContract } from './contracts/seams.contract.js';
 
 // One process is one node: both handles are the same object.
 const one = <T>(x: T) => ({ nodes: [x, x] as [T, T], cleanup: async () => {} });
@@ -14,6 +15,7 @@ rateLimiterContract('in-process', async (burst, perSecond) => one(new LocalRateL
 busContract('in-process', async () => one(new LocalBus()));
 presenceContract('in-process', async () => one(new LocalPresence()));
 sendClaimsContract('in-process', async () => one(new LocalSendClaims()));
+throttleContract('in-process', async () => one(new LocalThrottle()));
 
 describe('LocalSendClaims, seeded at start with the store\'s newest keys', () => {
   it('answers a remembered key as sent; keeps the newest `capacity` keys, seeded or claimed here', async () => {

@@ -10,11 +10,12 @@ import { RedisRateLimiter } from '../core/redis/rate-limit.js';
 import { RedisSendClaims } from '../core/redis/send-claims.js';
 import type { Claim, ClaimHold } from '../core/send-claims.js';
 import { RedisSequencer } from '../core/redis/sequencer.js';
+import { RedisThrottle } from '../core/redis/throttle.js';
 import { claimKey } from '../core/redis/send-claims.js';
 import { membersLock } from '../core/send-claims.js';
 import { pollUntil } from './helpers/poll.js';
 import { REDIS_URL } from './support/conditional.js';
-import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract } from './contracts/seams.contract.js';
+import { busContract, presenceContract, rateLimiterContract, sendClaimsContract, sequencerContract, throttleContract } from './contracts/seams.contract.js';
 
 /**
  * The Redis seams against this machine's Redis (REDIS_URL, default redis://127.0.0.1:6379).
@@ -63,6 +64,11 @@ rateLimiterContract('Redis', async (burst, perSecond) => {
 sendClaimsContract('Redis', async () => {
   const { conns, namespace, cleanup } = await nodes();
   return { nodes: [new RedisSendClaims(conns[0]!, namespace), new RedisSendClaims(conns[1]!, namespace)], cleanup };
+});
+
+throttleContract('Redis', async () => {
+  const { conns, namespace, cleanup } = await nodes();
+  return { nodes: [new RedisThrottle(conns[0]!, namespace), new RedisThrottle(conns[1]!, namespace)], cleanup };
 });
 
 /** A node's MQTT cluster emitter, as server.ts makes it (createAedesCluster). */

@@ -4,6 +4,7 @@ import type { PresenceRegistry } from '../../core/presence.js';
 import type { RateLimiter } from '../../core/rate-limit.js';
 import type { Claim, ClaimHold, SendClaims } from '../../core/send-claims.js';
 import type { Sequencer } from '../../core/sequencer.js';
+import type { Throttle } from '../../core/throttle.js';
 import { pollUntil } from '../helpers/poll.js';
 
 /**
@@ -136,6 +137,33 @@ export function sendClaimsContract(name: string, open: () => Promise<Opened<Send
       await one.release();
       await two.complete({ id: 'm4', seq: 2 });
       expect((await b.claim('one')).claimed).toBe(true);
+    });
+  });
+}
+
+export function throttleContract(name: string, open: () => Promise<Opened<Throttle>>) {
+  describe(`Throttle contract: ${name}`, () => {
+    let opened: Opened<Throttle>;
+    beforeEach(async () => {
+      opened = await open();
+    });
+    afterEach(() => opened.cleanup());
+
+    it('grants one claim per key and period across nodes, and says how long the claim has left', async () => {
+      const [a, b] = opened.nodes;
+      expect(await a.claim('k', 300)).toBe(true);
+      const left = await b.claim('k', 300);
+      expect(left).toBeGreaterThan(0);
+      expect(left).toBeLessThanOrEqual(300);
+      expect(await a.claim('other', 300)).toBe(true);
+      await sleep((left as number) + 20);
+      expect(await b.claim('k', 300)).toBe(true);
+    });
+
+    it('grants exactly one of 20 concurrent claims of a free key', async () => {
+      const [a, b] = opened.nodes;
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).claim('race', 1000)));
+      expect(answers.filter((x) => x === true)).toHaveLength(1);
     });
   });
 }
