@@ -1,9 +1,13 @@
-import { type ClientSession, type Db, type Filter, MongoClient, MongoServerError } from 'mongodb';
+import {
+  type AnyBulkWriteOperation, type ClientSession, type Collection, type Db, type Filter, type FindCursor, MongoClient, MongoServerError,
+  type UpdateFilter,
+} from 'mongodb';
 import { groupFull, notFound, usernameTaken } from '../errors.js';
-import type { Envelope } from '../envelope.js';
+import type { DeleteEnvelope, EditEnvelope, Envelope, MessageEnvelope, StoredMessage } from '../envelope.js';
+import { normalizeForSearch, searchTokens } from '../search-text.js';
 import type {
-  Appended, ChatRecord, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
-  RecentSend, SessionRecord, Store, UserRecord, Visibility,
+  ActivityKey, Appended, ChatRecord, ChatState, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
+  ReadPointer, RecentSend, SessionRecord, Store, UserRecord, Visibility,
 } from './store.js';
 
 /**
@@ -12,17 +16,29 @@ import type {
  * Documents:
  *   users     { _id, username, displayName, searchName, passwordHash, createdAt, lastSeenAt }
  *   sessions  { _id, userId, createdAt, expiresAt, revokedAt }
- *   chats     { _id, number, type, name, visibility, ownerId, directKey?, members: [{userId, joinedAt}], membersVersion, createdAt }
- *             members are embedded (a group has at most 100), in join order; a chat's lastSeq
- *             is read from the log (its highest seq, one indexed read), never kept twice
- *   messages  { _id: envelope id, chatId, seq, senderId, clientMsgId, envelope }
+ *   chats     { _id, number, type, name, visibility, ownerId, directKey?, members: [{userId, joinedAt, readSeq, readAt}], membersVersion, createdAt }
+ *             members are embedded (a group has at most 100), in join order, each with its read
+ *             pointer: readSeq, and readAt (ms) of the receipt or send that last moved it, null
+ *             until one does. A chat's lastSeq and last activity are read from the log (its
+ *             newest entry, one indexed read), never kept twice
+ *   messages  { _id: envelope id, chatId, seq, senderId, clientMsgId, envelope, deleted, editSeq, grams }
+ *             envelope is the entry as appended, and for a message its current state (an edit or
+ *             a deletion rewrites it; type, seq, id, sender and replyTo stay). senderId and
+ *             clientMsgId are null but for messages (they form the idempotency key). Messages
+ *             only: deleted; editSeq, the seq of the last edit applied (0: none); grams, the
+ *             distinct bigram tokens of the normalised current text (core/search-text.ts), absent
+ *             once deleted. The migration gives them to the messages stored before; one that a
+ *             node of the earlier release writes during an upgrade lacks them: it reads as not
+ *             deleted and never edited, and search does not find it until it is edited
  *   counters  { _id: 'chatNumber', n }     the last chat number handed out
  *   meta      { _id: 'schema', version }   how many MIGRATIONS ran
  *
- * Atomicity: single-document updates where one document holds the rule (member cap, owner
- * hand-over), multi-document transactions where it does not (numbering a new chat, appending
- * a batch of messages). Transactions need a replica set or a sharded cluster; a one-node
- * replica set is enough, and `open` refuses a standalone server with a clear message.
+ * Atomicity: single-document updates where one document holds the rule (owner hand-over, a
+ * read pointer), multi-document transactions where it does not (numbering a new chat; adding
+ * members, whose pointers start at the highest seq stored; appending a batch of messages with
+ * what they do to read pointers and to the messages they edit or delete). Transactions need a
+ * replica set or a sharded cluster; a one-node replica set is enough, and `open` refuses a
+ * standalone server with a clear message.
  * Every write waits for a majority of the replica set and its journal.
  */
 export class MongoStore implements Store {
@@ -210,11 +226,12 @@ export class MongoStore implements Store {
     );
   }
 
-  /** Inserts a new chat with the next number, its members joined at its creation. */
+  /** Inserts a new chat with the next number, its members joined at its creation (their
+   * pointers at 0: a new chat has nothing to read). */
   private async insertChat(session: ClientSession, fields: Omit<ChatDoc, 'number' | 'members' | 'membersVersion'>, memberIds: readonly string[]): Promise<ChatRecord> {
     const doc: ChatDoc = {
       ...fields, number: await this.nextNumber(session), membersVersion: 1,
-      members: memberIds.map((userId) => ({ userId, joinedAt: fields.createdAt })),
+      members: memberIds.map((userId) => ({ userId, joinedAt: fields.createdAt, readSeq: 0, readAt: null })),
     };
     await this.chats.insertOne(doc, { session });
     return toChat(doc, 0);
@@ -242,6 +259,12 @@ export class MongoStore implements Store {
     return d ? this.record(d) : null;
   }
 
+  async chatIdsOfMember(userId: string): Promise<string[]> {
+    // Through member_chats (its first key).
+    const docs = await this.chats.find({ 'members.userId': userId }, { projection: { _id: 1 } }).toArray();
+    return docs.map((d) => d._id);
+  }
+
   async listChatsOfMember(userId: string, type: ChatType, page: Page<number>): Promise<PageOf<ChatRecord>> {
     const docs = await this.chats
       .find({ 'members.userId': userId, type, number: { $gt: page.after ?? 0 } })
@@ -261,23 +284,26 @@ export class MongoStore implements Store {
   }
 
   async addMembers(chatId: string, userIds: readonly string[], maxMembers: number, at: number) {
-    // Optimistic: the update applies only if the member list is still the one we counted, so
-    // the cap holds and nobody is added twice. A concurrent change makes it match nothing;
-    // then we look again.
-    for (;;) {
-      const doc = await this.chats.findOne({ _id: chatId });
+    // A transaction, no longer an update matching the member list we counted: that list now
+    // holds read pointers, which receipts move all the time. A concurrent change of the chat
+    // document (members, a pointer) is a write conflict, and the transaction runs again on the
+    // new state, so the cap holds and nobody is added twice. It also settles the race with an
+    // append: a stored message moves its sender's pointer in this document, so the new members'
+    // pointers start at the highest seq stored when they joined, not one read before it.
+    return this.transaction(async (session) => {
+      const doc = await this.chats.findOne({ _id: chatId }, { session });
       if (!doc) throw notFound('chat not found');
       const current = new Set(doc.members.map((m) => m.userId));
       const added = [...new Set(userIds)].filter((u) => !current.has(u));
       if (current.size + added.length > maxMembers) throw groupFull(maxMembers);
-      if (added.length === 0) return { chat: await this.record(doc), added };
-      const updated = await this.chats.findOneAndUpdate(
-        { _id: chatId, members: doc.members },
-        { $push: { members: { $each: added.map((userId) => ({ userId, joinedAt: at })) } }, $inc: { membersVersion: 1 } },
-        { returnDocument: 'after' },
-      );
-      if (updated) return { chat: await this.record(updated), added };
-    }
+      const lastSeq = await highestSeq(this.messages, chatId, session);
+      if (added.length === 0) return { chat: toChat(doc, lastSeq), added };
+      // Earlier history is readable, but not unread.
+      const joined = added.map((userId) => ({ userId, joinedAt: at, readSeq: lastSeq, readAt: null }));
+      await this.chats.updateOne({ _id: chatId }, { $push: { members: { $each: joined } }, $inc: { membersVersion: 1 } }, { session });
+      const chat = toChat({ ...doc, members: [...doc.members, ...joined], membersVersion: (doc.membersVersion ?? 0) + 1 }, lastSeq);
+      return { chat, added };
+    });
   }
 
   async removeMember(chatId: string, userId: string) {
@@ -367,14 +393,40 @@ export class MongoStore implements Store {
         else if (ids.has(doc._id)) throw new Error(`message id ${doc._id} is stored already, at another chat or seq`);
         else {
           take(doc);
-          fresh.push(doc);
+          fresh.push(e.type === 'message' ? { ...doc, ...messageState(e) } : doc);
           outcomes.push('stored');
         }
       }
-      // ignoreUndefined: an absent optional field (actorId) stays absent, as appended.
-      if (fresh.length > 0) await this.messages.insertMany(fresh, { session, ignoreUndefined: true });
+      // ignoreUndefined: an absent optional field (actorId, replyTo) stays absent, as appended.
+      if (fresh.length > 0) {
+        await this.messages.insertMany(fresh, { session, ignoreUndefined: true });
+        await this.applyEffects(session, fresh.map((d) => d.envelope));
+      }
       return outcomes;
     });
+  }
+
+  /** What stored envelopes do besides being there (Store.appendMessages), in the append's
+   * transaction. Only envelopes stored now: a redelivered one did it when it was stored. */
+  private async applyEffects(session: ClientSession, stored: readonly Envelope[]): Promise<void> {
+    // One pointer update per (chat, sender), to the batch's highest seq: a batch of a busy
+    // chat would otherwise update its document once per message.
+    const sends = new Map<string, { chatId: string; userId: string; seq: number; at: number }>();
+    const changes: AnyBulkWriteOperation<MessageDoc>[] = [];
+    for (const e of stored) {
+      if (e.type === 'message') {
+        const k = `${e.chatId} ${e.senderId}`;
+        const s = sends.get(k);
+        if (!s || s.seq < e.seq) sends.set(k, { chatId: e.chatId, userId: e.senderId, seq: e.seq, at: Date.parse(e.createdAt) });
+      } else if (e.type === 'edit') changes.push({ updateOne: edit(e) });
+      else if (e.type === 'delete') changes.push({ updateOne: deletion(e) });
+    }
+    if (sends.size > 0) {
+      const moves = [...sends.values()].map((s) => ({ updateOne: pointerMove(s.chatId, s.userId, s.seq, s.at) }));
+      await this.chats.bulkWrite(moves, { session });
+    }
+    // In batch order; the result does not depend on it (each change checks its target's state).
+    if (changes.length > 0) await this.messages.bulkWrite(changes, { session });
   }
 
   async listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }> {
@@ -389,9 +441,13 @@ export class MongoStore implements Store {
     return toMessages(page);
   }
 
-  async maxSeq(chatId: string): Promise<number> {
-    const d = await this.messages.findOne({ chatId }, { sort: { seq: -1 }, projection: { seq: 1 } });
-    return d?.seq ?? 0;
+  async getMessage(chatId: string, seq: number): Promise<StoredMessage | null> {
+    const d = await this.messages.findOne({ chatId, seq, 'envelope.type': 'message' }, { projection: { envelope: 1 } });
+    return d ? (d.envelope as StoredMessage) : null;
+  }
+
+  maxSeq(chatId: string): Promise<number> {
+    return highestSeq(this.messages, chatId);
   }
 
   async recentSends(limit: number): Promise<RecentSend[]> {
@@ -401,9 +457,125 @@ export class MongoStore implements Store {
       .toArray();
     return docs.map((d) => ({ chatId: d.chatId, senderId: d.senderId!, clientMsgId: d.clientMsgId!, sent: { id: d._id, seq: d.seq } }));
   }
+
+  // ---- read pointers
+
+  async setReadPointer(chatId: string, userId: string, readSeq: number, at: number): Promise<(ReadPointer & { moved: boolean }) | null> {
+    const move = pointerMove(chatId, userId, readSeq, at);
+    // The document as it was before this one atomic update tells whether the pointer moved: it
+    // did exactly when it was lower (the array filter's condition).
+    const before = await this.chats.findOneAndUpdate(move.filter, move.update, {
+      arrayFilters: move.arrayFilters, returnDocument: 'before', projection: { members: 1 },
+    });
+    const was = before?.members.find((m) => m.userId === userId);
+    if (!was) return null;
+    return below(was.readSeq, readSeq) ? { userId, readSeq, at, moved: true } : { ...pointerOf(was), moved: false };
+  }
+
+  async readPointers(chatId: string): Promise<ReadPointer[]> {
+    const d = await this.chats.findOne({ _id: chatId }, { projection: { members: 1 } });
+    return d ? d.members.map(pointerOf) : [];
+  }
+
+  async chatStates(userId: string, chatIds: readonly string[]): Promise<Map<string, ChatState>> {
+    const ids = [...new Set(chatIds)];
+    const states = new Map<string, ChatState>();
+    if (ids.length === 0) return states;
+    const docs = await this.chats
+      .find({ _id: { $in: ids }, 'members.userId': userId }, { projection: { createdAt: 1, members: { $elemMatch: { userId } } } })
+      .toArray();
+    const found = new Map(await Promise.all(docs.map(async (d) => {
+      const readSeq = pointerOf(d.members[0]!).readSeq;
+      const [unread, newest] = await Promise.all([this.unread(d._id, userId, readSeq), this.newest(d._id)]);
+      const state: ChatState = { readSeq, unread, lastMessage: newest.message, lastActivityAt: newest.at ?? d.createdAt };
+      return [d._id, state] as const;
+    })));
+    // In the order asked for.
+    for (const id of ids) if (found.has(id)) states.set(id, found.get(id)!);
+    return states;
+  }
+
+  /** Messages of other members above `readSeq`, not deleted: counted in the unread index alone
+   * (its keys hold every field the filter reads; no document is fetched). */
+  private unread(chatId: string, userId: string, readSeq: number): Promise<number> {
+    return this.messages.countDocuments(
+      { chatId, 'envelope.type': 'message', seq: { $gt: readSeq }, deleted: { $ne: true }, senderId: { $ne: userId } },
+      { hint: CHAT_MESSAGES_INDEX },
+    );
+  }
+
+  /** A chat's newest message (current state) and the time of its newest envelope of any kind
+   * (null when it has none): one read when that envelope is the message. */
+  private async newest(chatId: string): Promise<{ message: StoredMessage | null; at: number | null }> {
+    const last = await this.messages.findOne({ chatId }, { sort: { seq: -1 }, projection: { envelope: 1 } });
+    if (!last) return { message: null, at: null };
+    const at = Date.parse(last.envelope.createdAt);
+    if (last.envelope.type === 'message') return { message: last.envelope, at };
+    const message = await this.messages.findOne(
+      { chatId, 'envelope.type': 'message' },
+      { sort: { seq: -1 }, projection: { envelope: 1 }, hint: CHAT_MESSAGES_INDEX },
+    );
+    return { message: message ? (message.envelope as StoredMessage) : null, at };
+  }
+
+  async listChatsOfMemberByActivity(userId: string, type: ChatType, page: Page<ActivityKey>): Promise<PageOf<ChatRecord & { lastActivityAt: number }>> {
+    // The activity of each of the member's chats is read off its log (the newest entry, one
+    // index read through chat_seq), as lastSeq is: nothing kept beside the log to drift from
+    // it. So the work grows with the member's chats, not with all chats, and $sort followed by
+    // $limit keeps only the page in memory.
+    const after = page.after;
+    const docs = await this.chats
+      .aggregate<ChatDoc & { last: Array<{ seq: number }>; lastActivityAt: number }>([
+        { $match: { 'members.userId': userId, type } },
+        {
+          $lookup: {
+            from: 'messages', localField: '_id', foreignField: 'chatId', as: 'last',
+            pipeline: [{ $sort: { seq: -1 } }, { $limit: 1 }, { $project: { _id: 0, seq: 1, createdAt: '$envelope.createdAt' } }],
+          },
+        },
+        // Envelope times are ISO strings; as ms, or the chat's creation when it has none.
+        { $set: { lastActivityAt: { $ifNull: [{ $toLong: { $toDate: { $first: '$last.createdAt' } } }, '$createdAt'] } } },
+        ...(after === undefined ? [] : [{
+          $match: { $or: [{ lastActivityAt: { $lt: after.at } }, { lastActivityAt: after.at, number: { $lt: after.number } }] },
+        }]),
+        { $sort: { lastActivityAt: -1, number: -1 } },
+        { $limit: page.limit + 1 },
+      ])
+      .toArray();
+    return pageOf(docs, page.limit, (d) => ({ ...toChat(d, d.last[0]?.seq ?? 0), lastActivityAt: d.lastActivityAt }));
+  }
+
+  // ---- search
+
+  async searchMessages(query: string, chatIds: readonly string[], page: { before?: string | undefined; limit: number }): Promise<{ messages: StoredMessage[]; hasMore: boolean }> {
+    const tokens = distinctTokens(query);
+    if (tokens.length === 0 || chatIds.length === 0) return { messages: [], hasMore: false };
+    const filter: Filter<MessageDoc> = { chatId: { $in: [...new Set(chatIds)] }, grams: { $all: tokens } };
+    if (page.before !== undefined) {
+      if (!(await this.messages.findOne({ _id: page.before }, { projection: { _id: 1 } }))) return { messages: [], hasMore: false };
+      filter._id = { $lt: page.before };
+    }
+    // $all finds the messages holding every bigram of the query, but anywhere in the text and
+    // in any order: each candidate's substring is confirmed here. Deleted messages have no
+    // grams, so they are never candidates. Newest first by id (UUIDv7: time order), fetched in
+    // batches of a page until a page and one more are confirmed (breaking out closes the cursor).
+    const found: StoredMessage[] = [];
+    const candidates = this.messages.find(filter, { sort: { _id: -1 }, projection: { envelope: 1 }, hint: SEARCH_INDEX, batchSize: page.limit + 1 });
+    for await (const d of candidates) {
+      const m = d.envelope;
+      if (m.type === 'message' && 'text' in m && normalizeForSearch(m.text).includes(query)) found.push(m);
+      if (found.length > page.limit) break;
+    }
+    const results = pageOf(found, page.limit);
+    return { messages: results.items, hasMore: results.hasMore };
+  }
 }
 
 const CHAT_NUMBER = 'chatNumber';
+/** A chat's messages by seq (partial: type message), with what an unread count reads. */
+const CHAT_MESSAGES_INDEX = 'chat_messages';
+/** A chat's messages by bigram, newest first. */
+const SEARCH_INDEX = 'search_grams';
 
 /**
  * Schema steps, applied in order; meta.schema.version records how many ran. Each must be
@@ -431,6 +603,43 @@ const MIGRATIONS: Array<(db: Db) => Promise<void>> = [
       db.collection<{ _id: string; n: number }>('counters').updateOne({ _id: CHAT_NUMBER }, { $setOnInsert: { n: 0 } }, { upsert: true }),
     );
   },
+  // Read pointers, edits and deletions, message search (docs/chat-features.md). Each backfill
+  // touches only what lacks its new fields, so a second run, or two processes running it
+  // together, change nothing more; and it never undoes what a process of this release wrote
+  // meanwhile (a pointer moved, a message edited or deleted).
+  async (db) => {
+    const chats = db.collection<ChatDoc>('chats');
+    const messages = db.collection<MessageDoc>('messages');
+    // The members of existing chats have read everything: their pointers start at the chat's
+    // highest seq (those that have one keep it).
+    await inBatches(chats.find({ members: { $elemMatch: { readSeq: { $exists: false } } } }, { projection: { _id: 1 } }), async (batch) => {
+      const ops = await Promise.all(batch.map(async ({ _id }) => {
+        const lastSeq = await highestSeq(messages, _id);
+        const member = { $mergeObjects: ['$$this', { readSeq: { $ifNull: ['$$this.readSeq', lastSeq] }, readAt: { $ifNull: ['$$this.readAt', null] } }] };
+        return { updateOne: { filter: { _id }, update: [{ $set: { members: { $map: { input: '$members', in: member } } } }] } };
+      }));
+      await chats.bulkWrite(ops, { ordered: false });
+    });
+    // The search tokens and state of the messages stored before. One edited or deleted
+    // meanwhile has its state already (an edit writes grams, a deletion deleted).
+    const untouched = { 'envelope.type': 'message', grams: { $exists: false }, deleted: { $ne: true } } as const;
+    await inBatches(messages.find(untouched, { projection: { 'envelope.text': 1 } }), (batch) =>
+      messages.bulkWrite(batch.map((d) => ({
+        updateOne: {
+          filter: { _id: d._id, ...untouched },
+          update: { $set: { deleted: false, editSeq: 0, grams: distinctTokens(normalizeForSearch((d.envelope as { text?: string }).text ?? '')) } },
+        },
+      })), { ordered: false }),
+    );
+    // Built after the backfill, rather than kept up by each of its writes.
+    await messages.createIndexes([
+      // Unread counts: a count over a chat's messages above a pointer reads the keys only
+      // (deleted and senderId are in them). Messages only, so also a chat's newest message.
+      { key: { chatId: 1, seq: 1, deleted: 1, senderId: 1 }, name: CHAT_MESSAGES_INDEX, partialFilterExpression: { 'envelope.type': 'message' } },
+      // Search: a query's chats, then one of its bigrams, newest first within each.
+      { key: { chatId: 1, grams: 1, _id: -1 }, name: SEARCH_INDEX },
+    ]);
+  },
 ];
 
 /** The database named in a connection string (mongodb://host/<db>?options), if any. */
@@ -446,7 +655,7 @@ interface UserDoc { _id: string; username: string; displayName: string; searchNa
 interface SessionDoc { _id: string; userId: string; createdAt: number; expiresAt: number; revokedAt: number | null }
 interface ChatDoc {
   _id: string; number: number; type: ChatType; name: string | null; visibility: Visibility; ownerId: string | null;
-  directKey?: string; members: Array<{ userId: string; joinedAt: number }>;
+  directKey?: string; members: MemberDoc[];
   /** absent in documents written before it existed: 0 there ($inc then makes it 1) */
   membersVersion?: number;
   /** written by earlier releases, which read it; kept so that their nodes still work during
@@ -454,7 +663,14 @@ interface ChatDoc {
   lastSeq?: number;
   createdAt: number;
 }
-interface MessageDoc { _id: string; chatId: string; seq: number; senderId: string | null; clientMsgId: string | null; envelope: Envelope }
+/** readSeq and readAt are absent only for a member added by an earlier release during an
+ * upgrade: read as 0 and null. */
+interface MemberDoc { userId: string; joinedAt: number; readSeq?: number; readAt?: number | null }
+interface MessageDoc {
+  _id: string; chatId: string; seq: number; senderId: string | null; clientMsgId: string | null; envelope: Envelope;
+  /** messages only (MongoStore's doc comment) */
+  deleted?: boolean; editSeq?: number; grams?: string[];
+}
 
 const toUser = (d: UserDoc): UserRecord => ({
   id: d._id, username: d.username, displayName: d.displayName, passwordHash: d.passwordHash, createdAt: d.createdAt, lastSeenAt: d.lastSeenAt,
@@ -467,9 +683,68 @@ const toChat = (d: ChatDoc, lastSeq: number): ChatRecord => ({
 
 const toMessages = (page: PageOf<MessageDoc>) => ({ messages: page.items.map((d) => d.envelope), hasMore: page.hasMore });
 
+/** Highest seq stored for a chat, 0 when none: the newest entry of chat_seq. */
+async function highestSeq(messages: Collection<MessageDoc>, chatId: string, session?: ClientSession): Promise<number> {
+  const d = await messages.findOne({ chatId }, { sort: { seq: -1 }, projection: { seq: 1 }, ...(session ? { session } : {}) });
+  return d?.seq ?? 0;
+}
+
+/** The search tokens of normalised text, each once: $all needs no repeats, and the array
+ * (one index key per element) stays as small as it can. */
+const distinctTokens = (normalized: string) => [...new Set(searchTokens(normalized))];
+
+/** The state fields of a message being stored (as given: normally new, not edited). */
+function messageState(e: MessageEnvelope | StoredMessage): Pick<MessageDoc, 'deleted' | 'editSeq' | 'grams'> {
+  return 'text' in e ? { deleted: false, editSeq: 0, grams: distinctTokens(normalizeForSearch(e.text)) } : { deleted: true, editSeq: 0 };
+}
+
+/** An edit of its target: only a message of the chat, not deleted, whose last applied edit is
+ * older, so edits committed in any order leave the newest one's text. */
+const edit = (e: EditEnvelope) => ({
+  filter: { chatId: e.chatId, seq: e.targetSeq, 'envelope.type': 'message', deleted: { $ne: true }, editSeq: { $not: { $gte: e.seq } } },
+  update: {
+    $set: { 'envelope.text': e.text, 'envelope.editedAt': e.createdAt, editSeq: e.seq, grams: distinctTokens(normalizeForSearch(e.text)) },
+  },
+} satisfies { filter: Filter<MessageDoc>; update: UpdateFilter<MessageDoc> });
+
+/** A deletion of its target: no text, no edit time, out of the search (no grams) and of the
+ * unread counts (deleted). Deleting a deleted message writes nothing. */
+const deletion = (e: DeleteEnvelope) => ({
+  filter: { chatId: e.chatId, seq: e.targetSeq, 'envelope.type': 'message', deleted: { $ne: true } },
+  update: { $set: { deleted: true, 'envelope.deleted': true }, $unset: { 'envelope.text': '', 'envelope.editedAt': '', grams: '' } },
+} satisfies { filter: Filter<MessageDoc>; update: UpdateFilter<MessageDoc> });
+
+/** Moves a member's pointer up to `readSeq`, and its time with it. The array filter picks the
+ * member only while its pointer is lower (or absent), so the time does not move when the
+ * pointer does not; $max states the rule on its own. */
+const pointerMove = (chatId: string, userId: string, readSeq: number, at: number) => ({
+  filter: { _id: chatId, 'members.userId': userId },
+  update: { $max: { 'members.$[m].readSeq': readSeq }, $set: { 'members.$[m].readAt': at } },
+  arrayFilters: [{ 'm.userId': userId, 'm.readSeq': { $not: { $gte: readSeq } } }],
+} satisfies { filter: Filter<ChatDoc>; update: UpdateFilter<ChatDoc>; arrayFilters: object[] });
+
+/** Whether a stored pointer is below `readSeq`, as pointerMove's array filter decides it. */
+const below = (stored: number | undefined, readSeq: number) => stored === undefined || stored < readSeq;
+
+const pointerOf = (m: MemberDoc): ReadPointer => ({ userId: m.userId, readSeq: m.readSeq ?? 0, at: m.readAt ?? null });
+
 /** Documents were fetched with limit + 1: the extra one only tells that another page exists. */
 function pageOf<D, T = D>(docs: D[], limit: number, map: (d: D) => T = (d) => d as unknown as T): PageOf<T> {
   return { items: docs.slice(0, limit).map(map), hasMore: docs.length > limit };
+}
+
+/** Runs `fn` on the cursor's documents, `size` at a time: a backfill in bounded memory, one
+ * bulk write per batch. */
+async function inBatches<T>(cursor: FindCursor<T>, fn: (batch: T[]) => Promise<unknown>, size = 1000): Promise<void> {
+  let batch: T[] = [];
+  for await (const d of cursor) {
+    batch.push(d);
+    if (batch.length === size) {
+      await fn(batch);
+      batch = [];
+    }
+  }
+  if (batch.length > 0) await fn(batch);
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V) {
