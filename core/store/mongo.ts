@@ -427,6 +427,14 @@ export class MongoStore implements Store {
     }
     // In batch order; the result does not depend on it (each change checks its target's state).
     if (changes.length > 0) await this.messages.bulkWrite(changes, { session });
+    // A deleted message's text is gone from history, also from its edits (they keep their
+    // place), including an edit that lost the race with the deletion.
+    const targets = new Map<string, { chatId: string; seq: number }>();
+    for (const e of stored) if (e.type === 'edit' || e.type === 'delete') targets.set(`${e.chatId} ${e.targetSeq}`, { chatId: e.chatId, seq: e.targetSeq });
+    for (const { chatId, seq } of targets.values()) {
+      if (!(await this.messages.findOne({ chatId, seq, deleted: true }, { session, projection: { _id: 1 } }))) continue;
+      await this.messages.updateMany({ chatId, 'envelope.type': 'edit', 'envelope.targetSeq': seq }, { $unset: { 'envelope.text': '' } }, { session, hint: EDITS_INDEX });
+    }
   }
 
   async listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }> {
@@ -575,6 +583,7 @@ const CHAT_NUMBER = 'chatNumber';
 /** A chat's messages by seq (partial: type message), with what an unread count reads. */
 const CHAT_MESSAGES_INDEX = 'chat_messages';
 /** A chat's messages by bigram, newest first. */
+const EDITS_INDEX = 'message_edits';
 const SEARCH_INDEX = 'search_grams';
 
 /**
@@ -638,6 +647,8 @@ const MIGRATIONS: Array<(db: Db) => Promise<void>> = [
       { key: { chatId: 1, seq: 1, deleted: 1, senderId: 1 }, name: CHAT_MESSAGES_INDEX, partialFilterExpression: { 'envelope.type': 'message' } },
       // Search: a query's chats, then one of its bigrams, newest first within each.
       { key: { chatId: 1, grams: 1, _id: -1 }, name: SEARCH_INDEX },
+      // A message's edits, whose text its deletion removes.
+      { key: { chatId: 1, 'envelope.targetSeq': 1 }, name: EDITS_INDEX, partialFilterExpression: { 'envelope.type': 'edit' } },
     ]);
   },
 ];

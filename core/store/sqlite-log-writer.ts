@@ -121,7 +121,7 @@ db.pragma('foreign_keys = ON');
 db.pragma('wal_autocheckpoint = ' + workerData.resetFrames);
 const normalizeForSearch = (0, eval)('(' + workerData.normalizeForSearch + ')');
 const searchTokens = (0, eval)('(' + workerData.searchTokens + ')');
-const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope, target_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
 const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
 const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
 const moveReadPointer = db.prepare('UPDATE members SET read_seq = ?, read_at = ? WHERE chat_id = ? AND user_id = ? AND read_seq < ?');
@@ -130,6 +130,7 @@ const setEdited = db.prepare('UPDATE messages SET envelope = ?, edit_seq = ? WHE
 const setDeleted = db.prepare('UPDATE messages SET envelope = ?, deleted = 1 WHERE rowid = ?');
 const indexText = db.prepare('INSERT INTO message_search (rowid, tokens) VALUES (?, ?)');
 const unindex = db.prepare('DELETE FROM message_search WHERE rowid = ?');
+const forgetEdits = db.prepare("UPDATE messages SET envelope = json_remove(envelope, '$.text') WHERE chat_id = ? AND target_seq = ? AND type = 'edit'");
 const index = (rowid, text) => {
   const tokens = searchTokens(normalizeForSearch(text));
   if (tokens.length > 0) indexText.run(rowid, tokens.join(' '));
@@ -146,7 +147,11 @@ const apply = (row, rowid) => {
   }
   if (type !== 'edit' && type !== 'delete') return;
   const t = target.get(chatId, targetSeq);
-  if (!t || t.deleted) return;
+  if (!t) return;
+  if (t.deleted) {
+    if (type === 'edit') forgetEdits.run(chatId, targetSeq); // one that lost the race with the deletion
+    return;
+  }
   const state = JSON.parse(t.envelope);
   if (type === 'edit') {
     if (t.edit_seq > seq) return; // a later edit was applied already
@@ -161,10 +166,12 @@ const apply = (row, rowid) => {
     state.deleted = true;
     setDeleted.run(JSON.stringify(state), t.rowid);
     unindex.run(t.rowid);
+    // A deleted message's text is gone from history, also from its edits (they keep their place).
+    forgetEdits.run(chatId, targetSeq);
   }
 };
 const appendRow = (row) => {
-  const inserted = insert.run(row.slice(0, 8));
+  const inserted = insert.run(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[9]);
   if (inserted.changes === 1) {
     apply(row, inserted.lastInsertRowid);
     return 'stored';

@@ -108,14 +108,17 @@ const MIGRATIONS: Migration[] = [
   // Read pointers, edits and deletions (docs/chat-features.md). The members of an existing chat
   // have read everything so far: an upgrade must not turn old history into unread messages.
   // Unread counts are counted in the partial index messages_unread, which covers them (no row
-  // is read); deleting a message takes it out of the index.
+  // is read); deleting a message takes it out of the index. messages_edits finds a message's
+  // edits, whose text a deletion removes.
   `
   ALTER TABLE members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE members ADD COLUMN read_at INTEGER;
   UPDATE members SET read_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE messages.chat_id = members.chat_id), 0);
   ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE messages ADD COLUMN edit_seq INTEGER NOT NULL DEFAULT 0;   -- seq of the last edit applied
+  ALTER TABLE messages ADD COLUMN target_seq INTEGER;                     -- an edit's or delete's target
   CREATE INDEX messages_unread ON messages(chat_id, seq, sender_id) WHERE type = 'message' AND deleted = 0;
+  CREATE INDEX messages_edits ON messages(chat_id, target_seq) WHERE type = 'edit';
   `,
   // The search index: each message's bigram tokens (core/search-text.ts) by the message's rowid.
   // Contentless (the text is in the envelope already); positions (detail=full) make a phrase of

@@ -86,7 +86,8 @@ export interface Store {
    *   `editedAt` = the edit's createdAt, and re-indexes it; only if the target is not deleted and
    *   no edit with a higher seq was applied to it already;
    * - a delete marks its target deleted (`deleted: true`, no text, no editedAt), takes it out of
-   *   the search index and the unread counts.
+   *   the search index and the unread counts, and removes the text of the target's edit
+   *   events (which stay in the log).
    * An edit or delete whose target is missing is stored and changes nothing. */
   appendMessages(envelopes: readonly Envelope[]): Promise<Appended[]>;
   /** Envelopes of a chat ascending by seq, strictly between `after` and `before` when given.

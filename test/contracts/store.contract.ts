@@ -566,6 +566,10 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect(gone).toMatchObject({ type: 'message', seq: 2, deleted: true, senderId: a!.id });
         expect(gone).not.toHaveProperty('text');
         expect(gone).not.toHaveProperty('editedAt');
+        const log = (await store.listMessages(chat.id, { after: 2, limit: 10 })).messages;
+        expect(log.map((e) => [e.seq, e.type])).toEqual([[3, 'edit'], [4, 'delete'], [5, 'edit']]);
+        // Its text is gone from its edits too; they keep their place.
+        expect(log.filter((e) => 'text' in e)).toEqual([]);
         const state = (await store.chatStates(b!.id, [chat.id])).get(chat.id)!;
         expect(state.unread).toBe(1);
         expect(state.lastMessage).toMatchObject({ seq: 2, deleted: true });
