@@ -81,15 +81,17 @@ const DISCONNECT = Buffer.from([0xe0, 0x00]);
 /** Topics a session uses: its own (allowed) and everyone else's (refused, or dropped). */
 function topicPool(t: FuzzTarget, u: FuzzUser): string[] {
   return [
-    `chats/${u.chatId}/messages`, `chats/${u.chatId}/messages`, `chats/${u.chatId}/typing`, `users/${u.id}/inbox`,
-    `users/${u.id}/presence`, 'users/+/presence', `chats/${t.foreignChatId}/messages`, `chats/${t.foreignChatId}/typing`,
+    `chats/${u.chatId}/messages`, `chats/${u.chatId}/messages`, `chats/${u.chatId}/typing`, `chats/${u.chatId}/receipts`, `users/${u.id}/inbox`,
+    `users/${u.id}/presence`, 'users/+/presence', `chats/${t.foreignChatId}/messages`, `chats/${t.foreignChatId}/typing`, `chats/${t.foreignChatId}/receipts`,
     `users/${t.foreignUserId}/inbox`, `users/${t.foreignUserId}/presence`, 'chats/+/messages', 'chats/#', '#', '+/+/+',
     '$SYS/broker/clients', 'chats//messages', 'chats/not-an-id/messages', `chats/${u.chatId}/messages/extra`, '',
   ];
 }
 
 function payload(r: Rand): Buffer {
-  switch (int(r, 8)) {
+  switch (int(r, 10)) {
+    case 8: return Buffer.from(JSON.stringify({ readSeq: pick(r, [0, 1, int(r, 1e6), -1, 1.5, '2', null, 2 ** 60]) }));
+    case 9: return Buffer.from(JSON.stringify({ text: 'fuzz reply', replyTo: pick(r, [1, 2, 0, -3, 'x', 1e300, null]) }));
     case 0: return Buffer.from(JSON.stringify({ text: 'fuzz', clientMsgId: `f${int(r, 1e6)}` }));
     case 1: return Buffer.from(JSON.stringify({ text: 'x'.repeat(int(r, 1200)) }));
     case 2: return Buffer.from(JSON.stringify({ typing: r() < 0.5 }));
@@ -295,7 +297,7 @@ export function publishTopics(data: Buffer): string[] {
 
 /** What `user` may receive. */
 function allowed(user: FuzzUser, topic: string): boolean {
-  return topic === `chats/${user.chatId}/messages` || topic === `chats/${user.chatId}/typing` || topic === `users/${user.id}/inbox` || /^users\/[0-9a-f-]{36}\/presence$/.test(topic);
+  return topic === `chats/${user.chatId}/messages` || topic === `chats/${user.chatId}/typing` || topic === `chats/${user.chatId}/receipts` || topic === `users/${user.id}/inbox` || /^users\/[0-9a-f-]{36}\/presence$/.test(topic);
 }
 
 /** How long a case stays open after its last write when the server keeps it. */
