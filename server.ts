@@ -109,7 +109,7 @@ export async function startServer(config: Config): Promise<Running> {
     const chats = new Chats(store, new ChatEventPublisher({ sequencer: seams.sequencer, archive, bus, outbox, onError }), seams.sendClaims);
     const users = new Users(store, presence);
     const edits = new MessageEdits({ store, sequencer: seams.sequencer, archive, membership, claims: seams.sendClaims, targets, outbox });
-    const receipts = new Receipts({ store, sequencer: seams.sequencer, throttle: seams.throttle, outbox, onError });
+    const receipts = new Receipts({ store, sequencer: seams.sequencer, membership, throttle: seams.throttle, outbox, onError });
     closers.push(() => receipts.close());
     app = await buildApi(config, log, { accounts, chats, users, edits, receipts, metrics, ready: () => store.ping() }, { rest: roles.has('api') });
     closers.push(() => app.close());

@@ -1,3 +1,4 @@
+import type { Membership } from './membership.js';
 import type { Outbox } from './outbox.js';
 import type { Sequencer } from './sequencer.js';
 import type { ReadPointer, Store } from './store/store.js';
@@ -33,6 +34,7 @@ export class Receipts {
     private readonly deps: {
       store: Store;
       sequencer: Sequencer;
+      membership: Membership;
       throttle: Throttle;
       outbox: Outbox;
       onError: (err: unknown, what: string) => void;
@@ -45,6 +47,8 @@ export class Receipts {
    * move, durable, or null when the user is not a member.
    */
   async read(userId: string, chatId: string, readSeq: number): Promise<ReadPointer | null> {
+    // The cached check first: the sequencer keeps a counter for every chat it is asked about.
+    if (!(await this.deps.membership.check(chatId, userId))) return null;
     const last = await this.deps.sequencer.current(chatId);
     const pointer = await this.deps.store.setReadPointer(chatId, userId, Math.min(readSeq, last), Date.now());
     if (!pointer) return null;

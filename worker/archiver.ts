@@ -169,10 +169,13 @@ interface Parsed {
   envelope: Envelope;
 }
 
+/** Every kind of log entry the broker and the API append (core/envelope.ts). */
+const ENVELOPE_TYPES = new Set<string>(['message', 'system', 'edit', 'delete'] satisfies Envelope['type'][]);
+
 function parseEnvelope(content: Buffer): Envelope | null {
   try {
     const e = JSON.parse(content.toString('utf8')) as Partial<Envelope>;
-    if ((e.type === 'message' || e.type === 'system') && typeof e.chatId === 'string' && Number.isInteger(e.seq) && typeof e.id === 'string' && typeof e.createdAt === 'string') {
+    if (ENVELOPE_TYPES.has(e.type as string) && typeof e.chatId === 'string' && Number.isInteger(e.seq) && typeof e.id === 'string' && typeof e.createdAt === 'string') {
       return e as Envelope;
     }
   } catch {

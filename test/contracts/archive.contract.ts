@@ -80,6 +80,23 @@ export function archiveContract(name: string, open: () => Promise<ArchiveBackend
       expect(await backend.stored()).toEqual(sent);
     }, 60_000);
 
+    it('takes edits and deletions like messages: stored in seq order, each applied to its target', async () => {
+      const { archive } = backend;
+      const at = new Date().toISOString();
+      const log: Envelope[] = [
+        ...range(1, 3),
+        { type: 'edit', id: newId(), chatId: backend.chatId, seq: 4, targetSeq: 1, text: 'edited', senderId: 'u', createdAt: at },
+        { type: 'delete', id: newId(), chatId: backend.chatId, seq: 5, targetSeq: 2, actorId: 'u', createdAt: at },
+      ];
+      expect(await Promise.all(log.map((e) => archive.append(e)))).toEqual(log.map(() => null));
+      const stored = await backend.stored();
+      expect(stored.map((e) => [e.seq, e.type])).toEqual([[1, 'message'], [2, 'message'], [3, 'message'], [4, 'edit'], [5, 'delete']]);
+      expect(stored[0]).toMatchObject({ text: 'edited', editedAt: at });
+      expect(stored[1]).toMatchObject({ deleted: true });
+      expect(stored[1]).not.toHaveProperty('text');
+      expect(stored.slice(3)).toEqual(log.slice(3));
+    });
+
     it('stores a (chatId, seq) appended twice once, and resolves both appends', async () => {
       const { archive } = backend;
       const [a, b] = range(1, 2) as [Envelope, Envelope];
