@@ -1,6 +1,14 @@
 import type { Envelope } from './envelope.js';
 import type { RejectReason } from './errors.js';
-import type { ReadReceipt } from './receipts.js';
+
+/** What members subscribed to `chats/{chatId}/receipts` receive (core/receipts.ts). */
+export interface ReadReceipt {
+  type: 'read';
+  chatId: string;
+  userId: string;
+  readSeq: number;
+  at: string;
+}
 
 /** Events a user receives on `users/{userId}/inbox` (docs/mqtt.md). */
 export type InboxEvent =

@@ -4,15 +4,6 @@ import type { Sequencer } from './sequencer.js';
 import type { ReadPointer, Store } from './store/store.js';
 import type { Throttle } from './throttle.js';
 
-/** What members subscribed to `chats/{chatId}/receipts` receive. */
-export interface ReadReceipt {
-  type: 'read';
-  chatId: string;
-  userId: string;
-  readSeq: number;
-  at: string;
-}
-
 /** A user's receipts in a chat are delivered at most this often (the latest wins). */
 export const RECEIPT_PERIOD_MS = 1000;
 
