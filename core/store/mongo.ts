@@ -583,8 +583,9 @@ const CHAT_NUMBER = 'chatNumber';
 /** A chat's messages by seq (partial: type message), with what an unread count reads. */
 const CHAT_MESSAGES_INDEX = 'chat_messages';
 /** A chat's messages by bigram, newest first. */
-const EDITS_INDEX = 'message_edits';
 const SEARCH_INDEX = 'search_grams';
+/** A chat's edit entries by their target's seq. */
+const EDITS_INDEX = 'message_edits';
 
 /**
  * Schema steps, applied in order; meta.schema.version records how many ran. Each must be
