@@ -37,11 +37,12 @@ export function parseSend(payload: Uint8Array): SendInput {
 
   if (!idOk) return refuse('invalid_payload');
   for (const key of Object.keys(fields)) if (!FIELDS.has(key)) return refuse('invalid_payload');
-  const { replyTo = null } = fields;
-  if (replyTo !== null && !(Number.isSafeInteger(replyTo) && (replyTo as number) >= 1)) return refuse('invalid_payload');
+  // Left out, or a positive integer; not null (as clientMsgId).
+  const { replyTo } = fields;
+  if (replyTo !== undefined && !(Number.isSafeInteger(replyTo) && (replyTo as number) >= 1)) return refuse('invalid_payload');
   const problem = textProblem(text);
   if (problem) return refuse(problem);
-  return { ok: true, text: text as string, clientMsgId, replyTo: replyTo as number | null };
+  return { ok: true, text: text as string, clientMsgId, replyTo: (replyTo as number | undefined) ?? null };
 }
 
 /** What is wrong with a message text (a send's or an edit's), or null: a string of 1-1,000 code
