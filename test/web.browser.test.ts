@@ -84,11 +84,13 @@ const signUp = async (page: Page, username: string) => {
 };
 const startDirect = async (page: Page, other: string) => {
   await page.getByRole('button', { name: 'New chat' }).click();
-  await page.getByLabel('Search').fill(other);
-  await page.getByRole('button', { name: 'Message' }).first().click();
+  await page.getByLabel('Search people').fill(other);
+  await page.getByRole('button', { name: 'Message', exact: true }).first().click();
 };
+/** The message field (exactly: "Search messages" is a label too). */
+const composer = (page: Page) => page.getByLabel('Message', { exact: true });
 const send = async (page: Page, text: string) => {
-  await page.getByLabel('Message').fill(text);
+  await composer(page).fill(text);
   await page.getByRole('button', { name: 'Send' }).click();
 };
 /** The texts of the chat messages shown in the open conversation, in the order shown. */
@@ -96,13 +98,20 @@ const shown = (page: Page) => page.locator('.messages li:not(.system):not(.pendi
 /** The seqs of every envelope shown, in the order shown. */
 const seqs = (page: Page) => page.locator('.messages li[data-seq]').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-seq'))));
 
+/** The chat list as shown, top to bottom: [name, badge, last message]. */
+const chatList = (page: Page) =>
+  page.locator('nav .chats li').evaluateAll((lis) => lis.map((li) => ['.name', '.badge', '.preview'].map((c) => li.querySelector(c)?.textContent ?? '')));
+/** The open conversation's message (not pending) that shows this text. */
+const message = (page: Page, text: string) => page.locator('.messages li:not(.pending)', { hasText: text });
+const openChat = (page: Page, title: string) => page.getByRole('navigation', { name: 'Chats' }).getByRole('button', { name: new RegExp(title) }).click();
+
 describe('the web client in Chromium', () => {
   const t = webServer();
   const open = (viewport?: { width: number; height: number }) => t.open(viewport);
 
   it('two people sign up, start a direct chat and exchange messages both ways; presence and typing show', async () => {
     const [ann, ben] = await t.pair('ann_web', 'ben_web');
-    await ann.getByLabel('Message').fill('hello Ben');
+    await composer(ann).fill('hello Ben');
     await ann.getByRole('button', { name: 'Send' }).click();
     await expect.poll(() => ann.locator('.messages li.mine:not(.pending) .text').allTextContents()).toEqual(['hello Ben']);
 
@@ -112,9 +121,9 @@ describe('the web client in Chromium', () => {
     await expect.poll(() => ben.locator('.chats .dot').first().getAttribute('aria-label')).toBe('online');
 
     // Typing shows on the other side, and clears on send.
-    await ben.getByLabel('Message').pressSequentially('hi An');
+    await composer(ben).pressSequentially('hi An');
     await expect.poll(() => ann.locator('.typing').textContent()).toMatch(/ben_web is typing/);
-    await ben.getByLabel('Message').press('Enter');
+    await composer(ben).press('Enter');
     await expect.poll(() => ann.locator('.messages li:not(.system) .text').allTextContents()).toEqual(['hello Ben', 'hi An']);
     await expect.poll(() => ann.locator('.typing').textContent()).toBe('');
 
@@ -132,10 +141,10 @@ describe('the web client in Chromium', () => {
     const page = await open();
     await signUp(page, 'cara_web');
     await startDirect(page, 'ann_web');
-    await page.getByLabel('Message').fill('가'.repeat(1001));
+    await composer(page).fill('가'.repeat(1001));
     expect(await page.getByRole('button', { name: 'Send' }).isDisabled()).toBe(true);
     expect(await page.locator('.counter').textContent()).toBe('1001/1000');
-    await page.getByLabel('Message').fill('😀'.repeat(1000));
+    await composer(page).fill('😀'.repeat(1000));
     await page.getByRole('button', { name: 'Send' }).click();
     await expect.poll(() => page.locator('.messages li.mine:not(.pending) .text').count()).toBe(1);
   });
@@ -146,7 +155,7 @@ describe('the web client in Chromium', () => {
     const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     expect(await overflow()).toBe(0);
     await startDirect(page, 'ann_web');
-    await page.getByLabel('Message').fill('a long line '.repeat(40));
+    await composer(page).fill('a long line '.repeat(40));
     await page.getByRole('button', { name: 'Send' }).click();
     await expect.poll(() => page.locator('.messages li.mine:not(.pending)').count()).toBe(1);
     expect(await overflow()).toBe(0);
@@ -169,7 +178,7 @@ describe('the web client in Chromium', () => {
     await signUp(ivy, 'ivy_web');
     await gus.getByRole('button', { name: 'New chat' }).click();
     for (const who of ['hal_web', 'ivy_web']) {
-      await gus.getByLabel('Search').fill(who);
+      await gus.getByLabel('Search people').fill(who);
       await gus.locator('.people li', { hasText: `@${who}` }).getByRole('button', { name: 'Add to group' }).click();
     }
     await gus.getByLabel('Group name').fill('Trio');
@@ -221,14 +230,14 @@ describe('the web client in Chromium', () => {
 
     await tabTo(page.getByRole('button', { name: 'New chat' }));
     await page.keyboard.press('Enter');
-    await tabTo(page.getByLabel('Search'));
+    await tabTo(page.getByLabel('Search people'));
     await page.keyboard.type('ann_web');
-    const message = page.getByRole('button', { name: 'Message' }).first();
+    const message = page.getByRole('button', { name: 'Message', exact: true }).first();
     await message.waitFor();
     await tabTo(message);
     await page.keyboard.press('Enter');
     // The conversation opens with the composer focused: type, Enter sends.
-    await expect.poll(() => page.getByLabel('Message').evaluate((el) => el === document.activeElement)).toBe(true);
+    await expect.poll(() => composer(page).evaluate((el) => el === document.activeElement)).toBe(true);
     await page.keyboard.type('typed with keys');
     await page.keyboard.press('Enter');
     await expect.poll(() => shown(page)).toEqual(['typed with keys']);
@@ -242,6 +251,257 @@ describe('the web client in Chromium', () => {
     await page.getByRole('button', { name: 'Log in' }).waitFor({ timeout: 15_000 });
     expect(await page.getByRole('alert').textContent()).toMatch(/session has ended/);
     expect(await page.evaluate(() => localStorage.getItem('chat.login'))).toBeNull();
+  });
+});
+
+describe('the web client: unread counts, receipts, replies, edits, deletions and search', () => {
+  const t = webServer();
+
+  it('the chat list shows unread badges and last messages, newest activity first, live; opening a chat clears its badge, also after a reload', async () => {
+    const [amy, bob, cat] = [await t.open(), await t.open(), await t.open()];
+    await signUp(amy, 'amy_f');
+    await signUp(bob, 'bob_f');
+    await signUp(cat, 'cat_f');
+    await startDirect(bob, 'amy_f');
+    await send(bob, 'from bob 1');
+    await send(bob, 'from bob 2');
+    await expect.poll(() => shown(bob)).toEqual(['from bob 1', 'from bob 2']);
+    await startDirect(cat, 'amy_f');
+    await send(cat, 'from cat');
+    await expect.poll(() => chatList(amy)).toEqual([['cat_f', '1 unread', 'from cat'], ['bob_f', '2 unread', 'from bob 2']]);
+    expect(await amy.title()).toBe('(3) Chat');
+
+    // A new message brings its chat to the top.
+    await send(bob, 'from bob 3');
+    await expect.poll(() => chatList(amy)).toEqual([['bob_f', '3 unread', 'from bob 3'], ['cat_f', '1 unread', 'from cat']]);
+
+    // Opening the chat shows its newest message: read, the badge goes; one's own message shows as "You".
+    await openChat(amy, 'bob_f');
+    await expect.poll(() => shown(amy)).toEqual(['from bob 1', 'from bob 2', 'from bob 3']);
+    await expect.poll(() => chatList(amy)).toEqual([['bob_f', '', 'from bob 3'], ['cat_f', '1 unread', 'from cat']]);
+    // A message arriving in the open chat is read at once.
+    await send(bob, 'from bob 4');
+    await expect.poll(() => shown(amy)).toEqual(['from bob 1', 'from bob 2', 'from bob 3', 'from bob 4']);
+    await send(amy, 'hi bob');
+    await expect.poll(() => chatList(amy)).toEqual([['bob_f', '', 'You: hi bob'], ['cat_f', '1 unread', 'from cat']]);
+
+    // The pointer is the server's: a reload shows the same.
+    await amy.reload();
+    await expect.poll(() => chatList(amy)).toEqual([['bob_f', '', 'You: hi bob'], ['cat_f', '1 unread', 'from cat']]);
+    expect(await amy.title()).toBe('(1) Chat');
+
+    // A page without the focus (another window in front) reads nothing until it has it back.
+    await amy.evaluate(() => (document.hasFocus = () => false));
+    await openChat(amy, 'cat_f');
+    await expect.poll(() => shown(amy)).toEqual(['from cat']);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect((await chatList(amy))[1]).toEqual(['cat_f', '1 unread', 'from cat']);
+    await amy.evaluate(() => {
+      document.hasFocus = () => true;
+      window.dispatchEvent(new Event('focus'));
+    });
+    await expect.poll(() => chatList(amy)).toEqual([['bob_f', '', 'You: hi bob'], ['cat_f', '', 'from cat']]);
+  });
+
+  it('read receipts: the sender sees "Seen" under its newest message once the other opens the chat, live and after a reload', async () => {
+    const [ann, ben] = await t.pair('ann_s', 'ben_s');
+    await send(ann, 'first');
+    await send(ann, 'are you there?');
+    await expect.poll(() => shown(ann)).toEqual(['first', 'are you there?']);
+    await ben.getByRole('button', { name: /ann_s/ }).waitFor();
+    expect(await ann.locator('.seen').count()).toBe(0);
+    /** [text, "Seen" line] of each message that has one. */
+    const seenUnder = (page: Page) => page.locator('.messages li', { has: page.locator('.seen') }).evaluateAll((lis) => lis.map((li) => [li.querySelector('.text')?.textContent, li.querySelector('.seen')?.textContent]));
+
+    await openChat(ben, 'ann_s');
+    await expect.poll(() => seenUnder(ann)).toEqual([['are you there?', 'Seen']]);
+    // After a reload the receipts come from GET …/receipts.
+    await ann.reload();
+    await openChat(ann, 'ben_s');
+    await expect.poll(() => seenUnder(ann)).toEqual([['are you there?', 'Seen']]);
+    // Ann has the chat open: Ben's reply is read at once.
+    await send(ben, 'yes');
+    await expect.poll(() => seenUnder(ben)).toEqual([['yes', 'Seen']]);
+  });
+
+  it('in a group, "Seen by" names the members who have read the newest own message; the owner may delete any message', async () => {
+    const [gil, hoa, ida] = [await t.open(), await t.open(), await t.open()];
+    await signUp(gil, 'gil_s');
+    await signUp(hoa, 'hoa_s');
+    await signUp(ida, 'ida_s');
+    await gil.getByRole('button', { name: 'New chat' }).click();
+    for (const who of ['hoa_s', 'ida_s']) {
+      await gil.getByLabel('Search people').fill(who);
+      await gil.locator('.people li', { hasText: `@${who}` }).getByRole('button', { name: 'Add to group' }).click();
+    }
+    await gil.getByLabel('Group name').fill('Readers');
+    await gil.getByRole('button', { name: 'Create group' }).click();
+    await send(gil, 'agenda attached');
+    await expect.poll(() => shown(gil)).toEqual(['agenda attached']);
+    await openChat(hoa, 'Readers');
+    await expect.poll(() => gil.locator('.seen').allTextContents()).toEqual(['Seen by hoa_s']);
+    await openChat(ida, 'Readers');
+    await expect.poll(() => gil.locator('.seen').allTextContents()).toEqual(['Seen by hoa_s, ida_s']);
+
+    // The owner may delete anyone's message; a member only their own.
+    await send(hoa, 'off topic');
+    await expect.poll(() => shown(gil)).toEqual(['agenda attached', 'off topic']);
+    expect(await message(gil, 'off topic').getByRole('button').allTextContents()).toEqual(['Reply', 'Delete']);
+    expect(await message(ida, 'agenda attached').getByRole('button').allTextContents()).toEqual(['Reply']);
+    gil.once('dialog', (d) => void d.accept());
+    await message(gil, 'off topic').getByRole('button', { name: 'Delete' }).click();
+    for (const page of [gil, hoa, ida]) await expect.poll(() => shown(page)).toEqual(['agenda attached']);
+  });
+
+  it('a reply quotes the message it answers on both pages; Escape cancels a reply; the quote leads to the message', async () => {
+    const [ann, ben] = await t.pair('ann_p', 'ben_p');
+    await send(ann, 'lunch at noon?');
+    await openChat(ben, 'ann_p');
+    await expect.poll(() => shown(ben)).toEqual(['lunch at noon?']);
+
+    await message(ben, 'lunch at noon?').getByRole('button', { name: 'Reply' }).click();
+    expect(await ben.locator('.composing').textContent()).toBe('Replying to ann_p lunch at noon?Cancel');
+    await composer(ben).press('Escape');
+    expect(await ben.locator('.composing').count()).toBe(0);
+    await message(ben, 'lunch at noon?').getByRole('button', { name: 'Reply' }).click();
+    await send(ben, 'yes, noon works');
+    await expect.poll(() => ben.locator('.composing').count()).toBe(0);
+
+    for (const page of [ann, ben]) {
+      await expect.poll(() => message(page, 'yes, noon works').locator('.quote').textContent()).toBe('In reply to ann_p lunch at noon?');
+    }
+    await message(ann, 'yes, noon works').locator('.quote').click();
+    await expect.poll(() => ann.locator('.messages li.flash .text').textContent()).toBe('lunch at noon?');
+    // On the server too: the envelope answers Ann's message.
+    const { login, chatId } = await t.directChatOf('ann_p');
+    const log = (await t.server.http.history(chatId, login.token)) as { seq: number; text?: string; replyTo?: number }[];
+    expect(log.find((e) => e.text === 'yes, noon works')?.replyTo).toBe(log.find((e) => e.text === 'lunch at noon?')?.seq);
+  });
+
+  it("editing one's own message shows the new text and \"(edited)\" on the other page, live and after a reload; an edit of a message deleted meanwhile says why it failed", async () => {
+    const [ann, ben] = await t.pair('ann_e', 'ben_e');
+    await send(ann, 'see you at 5');
+    await openChat(ben, 'ann_e');
+    await expect.poll(() => shown(ben)).toEqual(['see you at 5']);
+
+    await message(ann, 'see you at 5').getByRole('button', { name: 'Edit' }).click();
+    expect(await composer(ann).inputValue()).toBe('see you at 5');
+    await composer(ann).fill('see you at 6');
+    await ann.getByRole('button', { name: 'Save' }).click();
+    for (const page of [ann, ben]) {
+      await expect.poll(() => shown(page)).toEqual(['see you at 6']);
+      await expect.poll(() => message(page, 'see you at 6').locator('.edited').textContent()).toBe('(edited)');
+    }
+    expect(await composer(ann).inputValue()).toBe('');
+    await expect.poll(() => chatList(ben)).toEqual([['ann_e', '', 'see you at 6']]);
+    await ben.reload();
+    await openChat(ben, 'ann_e');
+    await expect.poll(() => shown(ben)).toEqual(['see you at 6']);
+    expect(await message(ben, 'see you at 6').locator('.edited').textContent()).toBe('(edited)');
+
+    // Escape ends an edit and gives the draft back.
+    await composer(ann).fill('a draft');
+    await message(ann, 'see you at 6').getByRole('button', { name: 'Edit' }).click();
+    expect(await composer(ann).inputValue()).toBe('see you at 6');
+    await composer(ann).press('Escape');
+    expect(await composer(ann).inputValue()).toBe('a draft');
+
+    // Ann edits on this page while her phone deletes the message: 409 message_deleted, said plainly.
+    await message(ann, 'see you at 6').getByRole('button', { name: 'Edit' }).click();
+    await composer(ann).fill('see you at 7');
+    const { login, chatId } = await t.directChatOf('ann_e');
+    const seq = ((await t.server.http.history(chatId, login.token)) as { seq: number; text?: string }[]).find((e) => e.text === 'see you at 6')!.seq;
+    expect((await t.server.http.delete(`/api/messages/${chatId}/${seq}`, login.token)).status).toBe(204);
+    await expect.poll(() => ann.locator('.messages li .deleted').count()).toBe(1);
+    await ann.getByRole('button', { name: 'Save' }).click();
+    await expect.poll(() => ann.getByRole('alert').textContent()).toMatch(/deleted: it can no longer be edited/);
+    expect(await composer(ann).inputValue()).toBe('see you at 7');
+    expect(await ann.getByRole('button', { name: 'Send' }).isEnabled()).toBe(true);
+  });
+
+  it('deleting a message shows "Message deleted" on both pages and in the chat list; the other member has no Edit or Delete on it', async () => {
+    const [ann, ben] = await t.pair('ann_d', 'ben_d');
+    await send(ann, 'keep this');
+    await send(ann, 'oops, wrong chat');
+    await openChat(ben, 'ann_d');
+    await expect.poll(() => shown(ben)).toEqual(['keep this', 'oops, wrong chat']);
+    expect(await message(ben, 'oops, wrong chat').getByRole('button').allTextContents()).toEqual(['Reply']);
+    expect(await message(ann, 'oops, wrong chat').getByRole('button').allTextContents()).toEqual(['Reply', 'Edit', 'Delete']);
+
+    // Dismissing the confirmation keeps the message.
+    ann.once('dialog', (d) => void d.dismiss());
+    await message(ann, 'oops, wrong chat').getByRole('button', { name: 'Delete' }).click();
+    expect(await shown(ann)).toEqual(['keep this', 'oops, wrong chat']);
+    ann.once('dialog', (d) => void d.accept());
+    await message(ann, 'oops, wrong chat').getByRole('button', { name: 'Delete' }).click();
+    for (const [page, preview] of [[ann, 'You: Message deleted'], [ben, 'Message deleted']] as const) {
+      await expect.poll(() => page.locator('.messages li .deleted').allTextContents()).toEqual(['Message deleted']);
+      expect(await shown(page)).toEqual(['keep this']);
+      expect(await page.locator('.messages li', { has: page.locator('.deleted') }).getByRole('button').count()).toBe(0);
+      await expect.poll(() => chatList(page).then((l) => l[0]?.[2])).toBe(preview);
+    }
+    await ben.reload();
+    await openChat(ben, 'ann_d');
+    await expect.poll(() => shown(ben)).toEqual(['keep this']);
+    expect(await ben.locator('.messages li .deleted').allTextContents()).toEqual(['Message deleted']);
+  });
+
+  it('message search finds a Hangul word inside a sentence, marks it, pages with More, and a result opens its chat at the message', async () => {
+    const [ann, ben] = await t.pair('ann_k', 'ben_k');
+    await send(ann, '모두들 안녕하세요');
+    await expect.poll(() => shown(ann)).toEqual(['모두들 안녕하세요']);
+    // 21 more from Ann's phone: more than a page of results.
+    const { login, chatId } = await t.directChatOf('ann_k');
+    const phone = await connectAs(t.server, login);
+    for (let i = 0; i < 21; i++) {
+      await phone.client.publishAsync(`chats/${chatId}/messages`, JSON.stringify({ text: `안녕 ${i}`, clientMsgId: `k-${i}` }), { qos: 1 });
+    }
+    await phone.client.endAsync();
+
+    const search = ben.getByLabel('Search messages');
+    const results = ben.getByRole('region', { name: 'Search results' }).locator('li');
+    await search.fill('안');
+    await expect.poll(() => ben.getByRole('region', { name: 'Search results' }).locator('p').first().textContent()).toBe('Type at least 2 characters.');
+    await search.fill('안녕');
+    await expect.poll(() => results.count()).toBe(20);
+    expect(await results.first().textContent()).toBe('ann_kann_k: 안녕 20');
+    expect(await results.first().locator('mark').textContent()).toBe('안녕');
+    await ben.getByRole('button', { name: 'More', exact: true }).click();
+    await expect.poll(() => results.count()).toBe(22);
+    expect(await ben.getByRole('button', { name: 'More', exact: true }).count()).toBe(0);
+    const oldest = results.last();
+    expect(await oldest.locator('.preview').textContent()).toBe('ann_k: 모두들 안녕하세요');
+    expect(await oldest.locator('mark').textContent()).toBe('안녕');
+
+    await oldest.getByRole('button').click();
+    await expect.poll(() => ben.locator('.conversation h2').textContent()).toBe('ann_k');
+    await expect.poll(() => ben.locator('.messages li.flash .text').textContent()).toBe('모두들 안녕하세요');
+    // Escape leaves the search: the chat list is back.
+    await search.press('Escape');
+    await expect.poll(() => chatList(ben).then((l) => l.map((c) => c[0]))).toEqual(['ann_k']);
+  });
+
+  it('at 360 px with the keyboard: Tab reaches a message\'s actions, Escape cancels a reply; a long quote does not overflow', async () => {
+    const page = await t.open({ width: 360, height: 740 });
+    await signUp(page, 'kim_k');
+    await startDirect(page, 'ann_k');
+    await send(page, 'a long line '.repeat(30));
+    await expect.poll(() => shown(page)).toHaveLength(1);
+    const reply = message(page, 'a long line').getByRole('button', { name: 'Reply' });
+    await composer(page).focus();
+    for (let i = 0; i < 20 && !(await reply.evaluate((el) => el === document.activeElement)); i++) await page.keyboard.press('Shift+Tab');
+    expect(await reply.evaluate((el) => el === document.activeElement)).toBe(true);
+    expect(await reply.evaluate((el) => getComputedStyle(el.parentElement!).opacity)).toBe('1');
+    await page.keyboard.press('Enter');
+    await expect.poll(() => page.locator('.composing').count()).toBe(1);
+    expect(await composer(page).evaluate((el) => el === document.activeElement)).toBe(true);
+    await page.keyboard.press('Escape');
+    expect(await page.locator('.composing').count()).toBe(0);
+    await reply.click();
+    await page.keyboard.type('answered');
+    await page.keyboard.press('Enter');
+    await expect.poll(() => message(page, 'answered').locator('.quote').count()).toBe(1);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBe(0);
   });
 });
 
@@ -287,6 +547,36 @@ describe('the web client across a server restart', () => {
       expect(await page.locator('.messages li.pending').count()).toBe(0);
     }
     expect(t.foreign).toEqual([]);
+  });
+
+  it('after a reconnect, catch-up with ?after= applies the edits and deletions made meanwhile', async () => {
+    const [ann, ben] = await t.pair('ann_c', 'ben_c');
+    await send(ann, 'draft plan');
+    await send(ann, 'secret');
+    await openChat(ben, 'ann_c');
+    await expect.poll(() => shown(ben)).toEqual(['draft plan', 'secret']);
+
+    // The server stops and Ben's network goes away (in that order: going offline does not close
+    // an open WebSocket); once the server is back, Ann edits one message and deletes the other.
+    t.server.child.kill('SIGTERM');
+    await serverExit(t.server);
+    await expect.poll(() => ben.locator('.status').textContent()).toBe('offline');
+    await ben.context().setOffline(true);
+    await t.restart();
+    await expect.poll(() => ann.locator('.status').textContent(), { timeout: 20_000 }).toBe('online');
+    await message(ann, 'draft plan').getByRole('button', { name: 'Edit' }).click();
+    await composer(ann).fill('final plan');
+    await ann.getByRole('button', { name: 'Save' }).click();
+    ann.once('dialog', (d) => void d.accept());
+    await message(ann, 'secret').getByRole('button', { name: 'Delete' }).click();
+    await expect.poll(() => shown(ann)).toEqual(['final plan']);
+    expect(await shown(ben)).toEqual(['draft plan', 'secret']);
+
+    await ben.context().setOffline(false);
+    await expect.poll(() => shown(ben), { timeout: 20_000 }).toEqual(['final plan']);
+    expect(await message(ben, 'final plan').locator('.edited').count()).toBe(1);
+    expect(await ben.locator('.messages li .deleted').allTextContents()).toEqual(['Message deleted']);
+    await expect.poll(() => chatList(ben)).toEqual([['ann_c', '', 'Message deleted']]);
   });
 });
 

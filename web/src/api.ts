@@ -22,8 +22,18 @@ export interface Chat {
   memberCount: number;
   lastSeq: number;
   createdAt: string;
+  /** The caller's read pointer: the highest seq it has read. */
+  readSeq: number;
+  /** Messages of other members after readSeq, deletions excluded. */
+  unread: number;
+  /** The newest chat message, in its current state. */
+  lastMessage: MessageEnvelope | null;
+  /** Time of the newest envelope of any kind, or the chat's creation. */
+  lastActivityAt: string;
 }
 
+/** A chat message. Live it arrives as sent; history shows it in its current state: the latest
+ * edit's text and `editedAt`, or `deleted` and no text. */
 export interface MessageEnvelope {
   type: 'message';
   id: string;
@@ -31,8 +41,35 @@ export interface MessageEnvelope {
   seq: number;
   senderId: string;
   senderName: string;
-  text: string;
+  text?: string;
   clientMsgId: string | null;
+  /** The seq of the message of the same chat this one answers. */
+  replyTo?: number;
+  editedAt?: string;
+  deleted?: true;
+  createdAt: string;
+}
+
+/** The sender changed the text of the message at targetSeq. */
+export interface EditEnvelope {
+  type: 'edit';
+  id: string;
+  chatId: string;
+  seq: number;
+  targetSeq: number;
+  text: string;
+  senderId: string;
+  createdAt: string;
+}
+
+/** The message at targetSeq was deleted (by its sender, or a group's owner). */
+export interface DeleteEnvelope {
+  type: 'delete';
+  id: string;
+  chatId: string;
+  seq: number;
+  targetSeq: number;
+  actorId: string;
   createdAt: string;
 }
 
@@ -47,7 +84,16 @@ export interface SystemEnvelope {
   createdAt: string;
 }
 
-export type Envelope = MessageEnvelope | SystemEnvelope;
+export type Envelope = MessageEnvelope | SystemEnvelope | EditEnvelope | DeleteEnvelope;
+
+/** What `chats/{chatId}/receipts` delivers: a member has read up to readSeq. */
+export interface ReadReceipt {
+  type: 'read';
+  chatId: string;
+  userId: string;
+  readSeq: number;
+  at: string;
+}
 
 export interface Login {
   token: string;
@@ -99,14 +145,14 @@ export class Api {
     return (await this.request<{ users: User[] }>('GET', `/users/search?q=${encodeURIComponent(q)}&limit=20`)).users;
   }
 
-  /** Every page of one of the caller's chat lists (keyset pages by number). */
+  /** Every page of one of the caller's chat lists, newest activity first (keyset pages by cursor). */
   private async allPages(path: string): Promise<Chat[]> {
     const chats: Chat[] = [];
-    for (let after = 0; ; ) {
-      const page = await this.request<{ chats: Chat[]; hasMore: boolean }>('GET', `${path}?limit=100&after=${after}`);
+    for (let cursor = ''; ; ) {
+      const page = await this.request<{ chats: Chat[]; hasMore: boolean; nextCursor?: string }>('GET', `${path}?order=activity&limit=100${cursor}`);
       chats.push(...page.chats);
-      if (!page.hasMore || page.chats.length === 0) return chats;
-      after = page.chats.at(-1)!.number;
+      if (!page.hasMore || !page.nextCursor) return chats;
+      cursor = `&cursor=${page.nextCursor}`;
     }
   }
 
@@ -143,5 +189,24 @@ export class Api {
     if (range.after !== undefined) q.set('after', String(range.after));
     if (range.before !== undefined) q.set('before', String(range.before));
     return this.request<{ messages: Envelope[]; hasMore: boolean }>('GET', `/messages/${chatId}?${q}`);
+  }
+
+  async receipts(number: number): Promise<{ userId: string; readSeq: number }[]> {
+    return (await this.request<{ receipts: { userId: string; readSeq: number }[] }>('GET', `/chats/${number}/receipts`)).receipts;
+  }
+
+  async editMessage(chatId: string, seq: number, text: string): Promise<MessageEnvelope> {
+    return (await this.request<{ message: MessageEnvelope }>('PATCH', `/messages/${chatId}/${seq}`, { text })).message;
+  }
+
+  deleteMessage(chatId: string, seq: number) {
+    return this.request<void>('DELETE', `/messages/${chatId}/${seq}`);
+  }
+
+  /** Messages of the caller's chats containing q, newest first; before: the id of the last one seen. */
+  searchMessages(q: string, before?: string) {
+    const query = new URLSearchParams({ q, limit: '20' });
+    if (before) query.set('before', before);
+    return this.request<{ messages: MessageEnvelope[]; hasMore: boolean }>('GET', `/messages/search?${query}`);
   }
 }

@@ -1,5 +1,5 @@
 import mqtt, { type MqttClient } from 'mqtt';
-import { Api, type Chat, type Envelope, type Login, type User } from './api';
+import { Api, type Chat, type DeleteEnvelope, type EditEnvelope, type Envelope, type Login, type MessageEnvelope, type ReadReceipt, type User } from './api';
 
 /** 1,000 Unicode code points: the server's limit on a message's text. */
 export const MAX_TEXT = 1000;
@@ -11,13 +11,15 @@ export type PendingState = { status: 'sending' } | { status: 'failed'; reason: s
 export interface Pending {
   clientMsgId: string;
   text: string;
+  replyTo?: number;
   state: PendingState;
   at: number;
 }
 
 export interface ChatState {
   chat: Chat;
-  /** Envelopes by seq, shown in seq order; a seq seen twice is kept once. */
+  /** Envelopes by seq, shown in seq order; a seq seen twice is kept once. Edits and deletions
+   * are held too (they are applied to their target, and count for lastSeq). */
   messages: Map<number, Envelope>;
   /** Highest seq held: catch-up asks for what comes after it. */
   lastSeq: number;
@@ -28,6 +30,27 @@ export interface ChatState {
   typing: Map<string, number>;
   /** Time of the newest envelope held: the chat list's order. */
   activity: number;
+  /** The user's read pointer: the highest seq read on any of its devices. */
+  readSeq: number;
+  /** Other members' read pointers, from receipts, GET …/receipts and their own sends. */
+  receipts: Map<string, number>;
+  /** Whether GET …/receipts was read (the open chat): read again after a reconnect. */
+  receiptsLoaded: boolean;
+}
+
+/** An edit or a deletion as it changes its target. */
+type Change = Pick<EditEnvelope, 'type' | 'text' | 'createdAt'> | Pick<DeleteEnvelope, 'type'>;
+
+/** The message after a change, or null when it does not change: nothing changes a deleted
+ * message, and an edit older than the text shown (history brings the current state) is past. */
+function changed(m: MessageEnvelope, change: Change): MessageEnvelope | null {
+  if (m.deleted) return null;
+  if (change.type === 'delete') {
+    const { text, editedAt, ...rest } = m;
+    return { ...rest, deleted: true };
+  }
+  if (m.editedAt && m.editedAt > change.createdAt) return null;
+  return { ...m, text: change.text, editedAt: change.createdAt };
 }
 
 export type Connection = 'connecting' | 'online' | 'offline';
@@ -82,10 +105,13 @@ export class Session {
     const existing = this.chats.get(chat.id);
     if (existing) {
       existing.chat = chat;
+      existing.readSeq = Math.max(existing.readSeq, chat.readSeq);
+      existing.activity = Math.max(existing.activity, Date.parse(chat.lastActivityAt));
       return existing;
     }
     const state: ChatState = {
-      chat, messages: new Map(), lastSeq: 0, hasOlder: chat.lastSeq > 0, pending: new Map(), typing: new Map(), activity: Date.parse(chat.createdAt),
+      chat, messages: new Map(), lastSeq: 0, hasOlder: chat.lastSeq > 0, pending: new Map(), typing: new Map(), activity: Date.parse(chat.lastActivityAt),
+      readSeq: chat.readSeq, receipts: new Map(), receiptsLoaded: false,
     };
     this.chats.set(chat.id, state);
     return state;
@@ -162,11 +188,13 @@ export class Session {
   private async afterConnect() {
     const client = this.client!;
     const topics = [`users/${this.me.id}/inbox`];
-    for (const { chat } of this.chats.values()) topics.push(`chats/${chat.id}/messages`, `chats/${chat.id}/typing`);
+    for (const { chat } of this.chats.values()) topics.push(...chatTopics(chat.id));
     await client.subscribeAsync(topics, { qos: 1 }).catch(() => {});
     await this.watchPresence([...this.chats.values()].map((c) => c.chat));
     await this.reloadChats();
     await Promise.all([...this.chats.values()].map((c) => this.catchUp(c)));
+    // Receipts are QoS 0, lost while offline: the open chat's are read again.
+    for (const state of this.chats.values()) if (state.receiptsLoaded) void this.loadReceipts(state.chat.id);
   }
 
   /** The chat lists again (inbox events sent while offline are lost). */
@@ -186,9 +214,9 @@ export class Session {
     this.changed();
   }
 
-  /** A chat's stream and typing, and its partner's presence. */
+  /** A chat's stream, typing and receipts, and its partner's presence. */
   private async follow(chat: Chat) {
-    await this.client?.subscribeAsync([`chats/${chat.id}/messages`, `chats/${chat.id}/typing`], { qos: 1 }).catch(() => {});
+    await this.client?.subscribeAsync(chatTopics(chat.id), { qos: 1 }).catch(() => {});
     await this.watchPresence([chat]);
   }
 
@@ -219,16 +247,28 @@ export class Session {
     }
   }
 
-  /** Older history, for scrolling back. */
-  async loadOlder(chatId: string): Promise<void> {
+  /** Older history, for scrolling back. Resolves with whether a page came. */
+  async loadOlder(chatId: string): Promise<boolean> {
     const state = this.chats.get(chatId);
-    if (!state || !state.hasOlder) return;
+    if (!state || !state.hasOlder) return false;
     const oldest = Math.min(...state.messages.keys());
     const page = await this.api.history(chatId, { before: Number.isFinite(oldest) ? oldest : undefined, limit: 50 }).catch(() => null);
-    if (!page) return;
+    if (!page) return false;
     for (const e of page.messages) this.add(state, e);
     state.hasOlder = page.hasMore;
     this.changed();
+    return true;
+  }
+
+  /** Loads older pages until the envelope at seq is held (20 pages at most); whether it is. */
+  async reveal(chatId: string, seq: number): Promise<boolean> {
+    for (let i = 0; i < 20; i++) {
+      const state = this.chats.get(chatId);
+      if (!state || seq > state.lastSeq) return false;
+      if (state.messages.has(seq)) return true;
+      if (!(await this.loadOlder(chatId))) return false;
+    }
+    return false;
   }
 
   private add(state: ChatState, e: Envelope) {
@@ -236,8 +276,43 @@ export class Session {
     state.messages.set(e.seq, e);
     if (e.seq > state.lastSeq) state.lastSeq = e.seq;
     state.activity = Math.max(state.activity, Date.parse(e.createdAt));
-    if (e.type === 'message' && e.senderId === this.me.id && e.clientMsgId) state.pending.delete(e.clientMsgId);
-    if (e.type === 'message') state.typing.delete(e.senderId);
+    if (e.type === 'message') {
+      if (e.senderId === this.me.id && e.clientMsgId) state.pending.delete(e.clientMsgId);
+      state.typing.delete(e.senderId);
+      this.sawRead(state, e.senderId, e.seq); // a send moves its sender's pointer
+      // Edits and deletions held before their target (an older page loading meanwhile).
+      const changes = [...state.messages.values()].filter((c): c is EditEnvelope | DeleteEnvelope => (c.type === 'edit' || c.type === 'delete') && c.targetSeq === e.seq);
+      for (const c of changes.sort((a, b) => a.seq - b.seq)) this.change(state, e.seq, c);
+    } else if (e.type === 'edit' || e.type === 'delete') {
+      this.change(state, e.targetSeq, e);
+      // A deletion among unread messages that are not held: the server counts them again.
+      if (e.type === 'delete' && !this.heldSince(state, state.readSeq)) void this.refreshChat(state.chat.id);
+    }
+  }
+
+  /** Whether the envelopes held reach back to just after seq (held ones are contiguous up to lastSeq). */
+  private heldSince(state: ChatState, seq: number): boolean {
+    return !state.hasOlder || Math.min(...state.messages.keys()) <= seq + 1;
+  }
+
+  /** Applies an edit or deletion to its target, where held (and to the chat's lastMessage). */
+  private change(state: ChatState, targetSeq: number, change: Change) {
+    const target = state.messages.get(targetSeq);
+    const next = target?.type === 'message' ? changed(target, change) : null;
+    if (next) state.messages.set(targetSeq, next);
+    const last = state.chat.lastMessage;
+    if (last?.seq === targetSeq) state.chat.lastMessage = changed(last, change) ?? last;
+  }
+
+  /** A member has read up to seq: the user itself (another device) or someone else. */
+  private sawRead(state: ChatState, userId: string, seq: number) {
+    if (userId !== this.me.id) {
+      state.receipts.set(userId, Math.max(state.receipts.get(userId) ?? 0, seq));
+    } else if (seq > state.readSeq) {
+      state.readSeq = seq;
+      // Read on another device up to a message not held: the server counts what is left.
+      if (!this.heldSince(state, seq)) void this.refreshChat(state.chat.id);
+    }
   }
 
   private receive(topic: string, payload: Uint8Array) {
@@ -257,6 +332,10 @@ export class Session {
         this.add(state, e);
         this.changed();
         if (gap) void this.catchUp(state);
+      } else if (leaf === 'receipts' && json.type === 'read') {
+        const receipt = json as unknown as ReadReceipt;
+        this.sawRead(state, receipt.userId, receipt.readSeq);
+        this.changed();
       } else if (leaf === 'typing' && json.userId !== this.me.id && typeof json.userId === 'string') {
         if (json.typing === true) state.typing.set(json.userId, Date.now() + TYPING_SHOWN_MS);
         else state.typing.delete(json.userId);
@@ -302,7 +381,7 @@ export class Session {
 
   private forget(chatId: string) {
     if (!this.chats.delete(chatId)) return;
-    this.client?.unsubscribe([`chats/${chatId}/messages`, `chats/${chatId}/typing`]);
+    this.client?.unsubscribe(chatTopics(chatId));
     this.changed();
   }
 
@@ -321,24 +400,76 @@ export class Session {
     const state = this.chats.get(chatId);
     if (!state) return;
     const chat = await this.api.chat(state.chat.number).catch(() => null);
-    if (chat) {
-      this.learnNames(chat);
-      state.chat = chat;
-    }
+    if (chat && this.chats.has(chatId)) this.hold(chat);
     this.changed();
+  }
+
+  // ---- reading
+
+  /** Messages of other members after the user's pointer, deletions excluded. */
+  unread(state: ChatState): number {
+    const othersAfter = (seq: number) => {
+      let n = 0;
+      for (const e of state.messages.values()) if (e.type === 'message' && !e.deleted && e.senderId !== this.me.id && e.seq > seq) n++;
+      return n;
+    };
+    // What is held reaches back to the pointer: counted here.
+    if (this.heldSince(state, state.readSeq)) return othersAfter(state.readSeq);
+    // Else the server's count (as of its chat object) and what came after that object's lastSeq.
+    return state.chat.unread + othersAfter(state.chat.lastSeq);
+  }
+
+  /** The newest chat message held, in its current state; the server's before any is held. */
+  lastMessage(state: ChatState): MessageEnvelope | null {
+    let last: MessageEnvelope | null = null;
+    for (const e of state.messages.values()) if (e.type === 'message' && (!last || e.seq > last.seq)) last = e;
+    return last ?? state.chat.lastMessage;
+  }
+
+  /** The user has seen the chat's newest envelope: a receipt, QoS 1 (kept and sent again after
+   * a reconnect). The server moves the pointer forward only, to lastSeq at most. */
+  markRead(chatId: string) {
+    const state = this.chats.get(chatId);
+    if (!state || state.lastSeq <= state.readSeq) return;
+    state.readSeq = state.lastSeq;
+    this.client?.publish(`chats/${chatId}/receipts`, JSON.stringify({ readSeq: state.lastSeq }), { qos: 1 });
+    this.changed();
+  }
+
+  /** The members' pointers (for "Seen"): live receipts keep them current after this. */
+  async loadReceipts(chatId: string): Promise<void> {
+    const state = this.chats.get(chatId);
+    if (!state) return;
+    const receipts = await this.api.receipts(state.chat.number).catch(() => null);
+    if (!receipts) return;
+    state.receiptsLoaded = true;
+    for (const r of receipts) this.sawRead(state, r.userId, r.readSeq);
+    this.changed();
+  }
+
+  /** The newest of the user's own messages that other members have read, and who has. */
+  seen(state: ChatState): { seq: number; readers: User[] } | null {
+    const others = state.chat.members.filter((m) => m.id !== this.me.id);
+    const own = [...state.messages.values()].filter((e) => e.type === 'message' && e.senderId === this.me.id && !e.deleted);
+    for (const m of own.sort((a, b) => b.seq - a.seq)) {
+      const readers = others.filter((u) => (state.receipts.get(u.id) ?? 0) >= m.seq);
+      if (readers.length) return { seq: m.seq, readers };
+    }
+    return null;
   }
 
   // ---- sending
 
   /** Shown at once as pending; the envelope with the same clientMsgId replaces it. */
-  send(chatId: string, text: string): string | null {
+  send(chatId: string, text: string, replyTo?: number): string | null {
     const n = codePoints(text);
     if (n === 0 || n > MAX_TEXT || text.trim() === '') return null;
     const state = this.chats.get(chatId);
     if (!state) return null;
     const clientMsgId = crypto.randomUUID();
-    state.pending.set(clientMsgId, { clientMsgId, text, state: { status: 'sending' }, at: Date.now() });
-    this.publish(chatId, clientMsgId, text);
+    const pending: Pending = { clientMsgId, text, replyTo, state: { status: 'sending' }, at: Date.now() };
+    state.pending.set(clientMsgId, pending);
+    this.publish(chatId, pending);
     this.typing(chatId, false);
     this.changed();
     return clientMsgId;
@@ -349,19 +480,38 @@ export class Session {
     const pending = this.chats.get(chatId)?.pending.get(clientMsgId);
     if (!pending) return;
     pending.state = { status: 'sending' };
-    this.publish(chatId, clientMsgId, pending.text);
+    this.publish(chatId, pending);
     this.changed();
   }
 
-  private publish(chatId: string, clientMsgId: string, text: string) {
+  private publish(chatId: string, { clientMsgId, text, replyTo }: Pending) {
+    const payload = replyTo === undefined ? { text, clientMsgId } : { text, clientMsgId, replyTo };
     // QoS 1: mqtt.js keeps it and sends it again after a reconnect until it is acknowledged.
-    this.client?.publish(`chats/${chatId}/messages`, JSON.stringify({ text, clientMsgId }), { qos: 1 }, (err) => {
+    this.client?.publish(`chats/${chatId}/messages`, JSON.stringify(payload), { qos: 1 }, (err) => {
       const pending = this.chats.get(chatId)?.pending.get(clientMsgId);
       if (err && pending) {
         pending.state = { status: 'failed', reason: 'not sent' };
         this.changed();
       }
     });
+  }
+
+  /** The sender changes its message's text (PATCH), shown once the server has it; the edit
+   * event that follows changes nothing more. */
+  async edit(chatId: string, seq: number, text: string): Promise<void> {
+    const message = await this.api.editMessage(chatId, seq, text);
+    const state = this.chats.get(chatId);
+    if (state && message.text !== undefined && message.editedAt) this.change(state, seq, { type: 'edit', text: message.text, createdAt: message.editedAt });
+    this.changed();
+  }
+
+  /** Deletes a message (DELETE), shown as deleted once the server answers; the delete event
+   * that follows changes nothing more. */
+  async remove(chatId: string, seq: number): Promise<void> {
+    await this.api.deleteMessage(chatId, seq);
+    const state = this.chats.get(chatId);
+    if (state) this.change(state, seq, { type: 'delete' });
+    this.changed();
   }
 
   typing(chatId: string, typing: boolean) {
@@ -403,3 +553,6 @@ export class Session {
     this.client = null;
   }
 }
+
+/** What the client subscribes to in each of its chats. */
+const chatTopics = (chatId: string) => [`chats/${chatId}/messages`, `chats/${chatId}/typing`, `chats/${chatId}/receipts`];
