@@ -14,13 +14,15 @@ import { type Context, type Options, harness, out, progress } from './lib/common
 import { installCleanup, killAll } from './lib/procs.js';
 import { loadSeed } from './lib/seed.js';
 import { DIST, SERVER_KINDS, type ServerKind, findMosquitto, mosquittoVersion, startAedes, startChat, startMosquitto } from './lib/servers.js';
+import { chatlist } from './scenarios/chatlist.js';
 import { conns } from './scenarios/conns.js';
 import { fanout } from './scenarios/fanout.js';
 import { history } from './scenarios/history.js';
 import { mix, overload } from './scenarios/mix.js';
+import { search } from './scenarios/search.js';
 import { slow } from './scenarios/slow.js';
 
-const SCENARIOS: Record<string, (ctx: Context) => Promise<void>> = { fanout, mix, overload, slow, conns, history };
+const SCENARIOS: Record<string, (ctx: Context) => Promise<void>> = { fanout, mix, overload, slow, conns, history, chatlist, search };
 
 const USAGE = `usage: npm run bench -- [scenario ...] [options]
 scenarios: ${Object.keys(SCENARIOS).join(', ')} (default: all, in that order)
