@@ -124,7 +124,6 @@ const searchTokens = (0, eval)('(' + workerData.searchTokens + ')');
 const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope, target_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
 const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
 const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
-const moveReadPointer = db.prepare('UPDATE members SET read_seq = ?, read_at = ? WHERE chat_id = ? AND user_id = ? AND read_seq < ?');
 const target = db.prepare("SELECT rowid, envelope, deleted, edit_seq FROM messages WHERE chat_id = ? AND seq = ? AND type = 'message'");
 const setEdited = db.prepare('UPDATE messages SET envelope = ?, edit_seq = ? WHERE rowid = ?');
 const setDeleted = db.prepare('UPDATE messages SET envelope = ?, deleted = 1 WHERE rowid = ?');
@@ -135,13 +134,13 @@ const index = (rowid, text) => {
   const tokens = searchTokens(normalizeForSearch(text));
   if (tokens.length > 0) indexText.run(rowid, tokens.join(' '));
 };
-// What a stored row does besides being there (Store.appendMessages): a message moves its
-// sender's read pointer and is indexed; an edit or delete changes its target's current state.
+// What a stored row does besides being there (Store.appendMessages): a message is indexed (its
+// sender's read pointer moves with it by being there: the store reads the sender's newest own
+// message as its pointer when that is later); an edit or delete changes its target's current state.
 // row: [chatId, seq, id, type, senderId, clientMsgId, createdAt, envelope, text, targetSeq]
 const apply = (row, rowid) => {
-  const [chatId, seq, , type, senderId, , createdAt, , text, targetSeq] = row;
+  const [chatId, seq, , type, , , createdAt, , text, targetSeq] = row;
   if (type === 'message') {
-    moveReadPointer.run(seq, createdAt, chatId, senderId, seq);
     index(rowid, text);
     return;
   }
@@ -171,14 +170,17 @@ const apply = (row, rowid) => {
   }
 };
 const appendRow = (row) => {
+  // (chat_id, seq) is looked up first: its index is not unique (it carries the columns unread
+  // counts read). The write transaction holds the database's write lock, so nothing is
+  // inserted between the look-up and the insert, by this process or another.
+  const holder = atSeq.get(row[0], row[1]);
+  if (holder) return holder.id === row[2] ? 'present' : { seqHeldBy: holder.id };
   const inserted = insert.run(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[9]);
   if (inserted.changes === 1) {
     apply(row, inserted.lastInsertRowid);
     return 'stored';
   }
   // Skipped: say why.
-  const holder = atSeq.get(row[0], row[1]);
-  if (holder) return holder.id === row[2] ? 'present' : { seqHeldBy: holder.id };
   const keyed = row[5] === null ? undefined : byKey.get(row[0], row[4], row[5]);
   if (keyed) return { keyHeldBy: { id: keyed.id, seq: keyed.seq } };
   throw new Error('message id ' + row[2] + ' is stored already, at another chat or seq');

@@ -107,9 +107,13 @@ const MIGRATIONS: Migration[] = [
   `,
   // Read pointers, edits and deletions (docs/chat-features.md). The members of an existing chat
   // have read everything so far: an upgrade must not turn old history into unread messages.
-  // Unread counts are counted in the partial index messages_unread, which covers them (no row
-  // is read); deleting a message takes it out of the index. messages_edits finds a message's
-  // edits, whose text a deletion removes.
+  // The log's (chat_id, seq) index now also holds each entry's type, sender and deleted flag, so
+  // that unread counts and a member's newest own message are read from the index alone, with
+  // no second index to write per message (each index costs about a page of WAL per message).
+  // It is not UNIQUE any more (a unique index cannot carry the other columns): the log writer
+  // looks the (chat_id, seq) up before it inserts, inside its write transaction, which holds the
+  // database's write lock, so no other process can insert between the two.
+  // messages_edits finds a message's edits, whose text a deletion removes.
   `
   ALTER TABLE members ADD COLUMN read_seq INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE members ADD COLUMN read_at INTEGER;
@@ -117,7 +121,8 @@ const MIGRATIONS: Migration[] = [
   ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE messages ADD COLUMN edit_seq INTEGER NOT NULL DEFAULT 0;   -- seq of the last edit applied
   ALTER TABLE messages ADD COLUMN target_seq INTEGER;                     -- an edit's or delete's target
-  CREATE INDEX messages_unread ON messages(chat_id, seq, sender_id) WHERE type = 'message' AND deleted = 0;
+  DROP INDEX messages_chat_seq;
+  CREATE INDEX messages_chat_seq ON messages(chat_id, seq, type, sender_id, deleted);
   CREATE INDEX messages_edits ON messages(chat_id, target_seq) WHERE type = 'edit';
   `,
   // The search index: each message's bigram tokens (core/search-text.ts) by the message's rowid.
@@ -237,10 +242,16 @@ export class SqliteStore implements Store {
       moveReadPointer: db.prepare('UPDATE members SET read_seq = ?, read_at = ? WHERE chat_id = ? AND user_id = ? AND read_seq < ?'),
       readPointer: db.prepare<[string, string], { read_seq: number; read_at: number | null }>('SELECT read_seq, read_at FROM members WHERE chat_id = ? AND user_id = ?'),
       readPointers: db.prepare<[string], { user_id: string; read_seq: number; read_at: number | null }>('SELECT user_id, read_seq, read_at FROM members WHERE chat_id = ? ORDER BY rowid'),
-      // Counted in messages_unread alone (the partial index covers the query).
+      // A member's newest own message above its stored pointer: a send moves the sender's
+      // pointer, and is read here rather than written to members with each message. Both
+      // queries walk the log index past the pointer and read no row.
+      ownAfter: db.prepare<[string, number, string], { seq: number | null }>(
+        "SELECT MAX(seq) AS seq FROM messages WHERE chat_id = ? AND seq > ? AND type = 'message' AND sender_id = ?",
+      ),
       unread: db.prepare<[string, number, string], { n: number }>(
         "SELECT COUNT(*) AS n FROM messages WHERE chat_id = ? AND seq > ? AND type = 'message' AND deleted = 0 AND sender_id <> ?",
       ),
+      createdAtSeq: db.prepare<[string, number], { created_at: number }>('SELECT created_at FROM messages WHERE chat_id = ? AND seq = ?'),
       lastMessage: db.prepare<[string], { envelope: string }>("SELECT envelope FROM messages WHERE chat_id = ? AND type = 'message' ORDER BY seq DESC LIMIT 1"),
       lastActivity: db.prepare<[string], { created_at: number }>('SELECT created_at FROM messages WHERE chat_id = ? ORDER BY seq DESC LIMIT 1'),
       chatsByActivity: db.prepare<[{ user: string; type: ChatType; at: number; number: number; limit: number }], ChatRow & { activity: number }>(
@@ -516,14 +527,26 @@ export class SqliteStore implements Store {
   // ---- read pointers
 
   async setReadPointer(chatId: string, userId: string, readSeq: number, at: number): Promise<(ReadPointer & { moved: boolean }) | null> {
-    const moved = this.s.moveReadPointer.run(readSeq, at, chatId, userId, readSeq).changes === 1;
-    const r = this.s.readPointer.get(chatId, userId);
-    if (moved) await this.durable();
-    return r ? { userId, readSeq: r.read_seq, at: r.read_at, moved } : null;
+    const stored = this.s.readPointer.get(chatId, userId);
+    if (!stored) return null;
+    const before = this.pointer(chatId, userId, stored);
+    if (readSeq <= before.readSeq) return { ...before, moved: false };
+    this.s.moveReadPointer.run(readSeq, at, chatId, userId, readSeq);
+    await this.durable();
+    // Concurrent moves: the highest stands, and each caller learns the pointer as it is now.
+    return { ...this.pointer(chatId, userId, this.s.readPointer.get(chatId, userId)!), moved: true };
   }
 
   async readPointers(chatId: string): Promise<ReadPointer[]> {
-    return this.s.readPointers.all(chatId).map((r) => ({ userId: r.user_id, readSeq: r.read_seq, at: r.read_at }));
+    return this.s.readPointers.all(chatId).map((r) => this.pointer(chatId, r.user_id, r));
+  }
+
+  /** A member's pointer: the one receipts stored, or its newest own message if that is later
+   * (then `at` is that message's time). */
+  private pointer(chatId: string, userId: string, stored: { read_seq: number; read_at: number | null }): ReadPointer {
+    const own = this.s.ownAfter.get(chatId, stored.read_seq, userId)!.seq;
+    if (own === null) return { userId, readSeq: stored.read_seq, at: stored.read_at };
+    return { userId, readSeq: own, at: this.s.createdAtSeq.get(chatId, own)!.created_at };
   }
 
   async chatStates(userId: string, chatIds: readonly string[]): Promise<Map<string, ChatState>> {
@@ -531,12 +554,14 @@ export class SqliteStore implements Store {
     // One read transaction: every chat's figures from one snapshot of the log.
     this.db.transaction(() => {
       for (const chatId of new Set(chatIds)) {
-        const pointer = this.s.readPointer.get(chatId, userId);
-        if (!pointer) continue;
+        const stored = this.s.readPointer.get(chatId, userId);
+        if (!stored) continue;
+        const own = this.s.ownAfter.get(chatId, stored.read_seq, userId)!.seq;
+        const readSeq = own ?? stored.read_seq;
         const last = this.s.lastMessage.get(chatId);
         states.set(chatId, {
-          readSeq: pointer.read_seq,
-          unread: this.s.unread.get(chatId, pointer.read_seq, userId)!.n,
+          readSeq,
+          unread: this.s.unread.get(chatId, readSeq, userId)!.n,
           lastMessage: last ? (parseEnvelope(last.envelope) as StoredMessage) : null,
           lastActivityAt: this.s.lastActivity.get(chatId)?.created_at ?? this.s.chatById.get(chatId)!.created_at,
         });
