@@ -9,6 +9,15 @@ import type { Appended } from './store.js';
  * at once.
  */
 const MIN_COMMIT_GAP_MS = 2;
+/**
+ * The search index follows the log in transactions of its own, at most this often (ms) and at
+ * most INDEX_BATCH rows each: indexed with each commit (a few messages), FTS5 wrote a segment
+ * per commit and merged them again, and the durable append wrote 40 % more (bench/README.md,
+ * "Chat list and message search"). A search first has the index catch up (`indexed()`), so it
+ * still finds every message stored before it.
+ */
+const INDEX_GAP_MS = 200;
+const INDEX_BATCH = 5000;
 
 /** One log row: chat_id, seq, id, type, sender_id (a message's or edit's sender, a deletion's
  * actor), client_msg_id, created_at, envelope; then, not stored as such, the text of a message
@@ -27,20 +36,29 @@ export type MessageRow = [string, number, string, string, string | null, string 
 export class LogWriter {
   private worker: Worker | null = null;
   private checkpointer: Worker | null = null;
-  private readonly pending = new Map<number, { resolve: (outcomes: Appended[]) => void; reject: (err: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
   private nextId = 1;
   private closing: Promise<void> | null = null;
 
   constructor(private readonly file: string) {}
 
   append(rows: MessageRow[]): Promise<Appended[]> {
+    return this.ask<Appended[]>({ rows });
+  }
+
+  /** Resolves once the search index holds every row stored before the call. */
+  async indexed(): Promise<void> {
+    await this.ask({ index: true });
+  }
+
+  private ask<T>(request: { rows: MessageRow[] } | { index: true }): Promise<T> {
     if (this.closing) return Promise.reject(new Error('the store is closed'));
     const worker = (this.worker ??= this.start());
     const id = this.nextId++;
     if (this.pending.size === 0) worker.ref();
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      worker.postMessage({ id, rows });
+      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      worker.postMessage({ id, ...request });
     });
   }
 
@@ -77,20 +95,20 @@ export class LogWriter {
   private start(): Worker {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
     const worker = new Worker(WRITER, { eval: true, workerData: {
-        file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS, resetFrames: 10_000,
+        file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS, resetFrames: 10_000, indexGapMs: INDEX_GAP_MS, indexBatch: INDEX_BATCH,
         // The search's own functions, so that the index is cut exactly as queries are.
         normalizeForSearch: normalizeForSearch.toString(), searchTokens: searchTokens.toString(),
       },
     });
     worker.unref();
     this.checkpointer ??= this.startCheckpointer(driver);
-    worker.on('message', (reply: { id: number; outcomes?: Appended[]; error?: { message: string; code?: string } }) => {
+    worker.on('message', (reply: { id: number; outcomes?: Appended[]; indexed?: true; error?: { message: string; code?: string } }) => {
       const waiter = this.pending.get(reply.id);
       if (!waiter) return;
       this.pending.delete(reply.id);
       if (this.pending.size === 0) worker.unref();
       if (reply.error) waiter.reject(Object.assign(new Error(reply.error.message), reply.error.code ? { code: reply.error.code } : {}));
-      else waiter.resolve(reply.outcomes!);
+      else waiter.resolve(reply.outcomes ?? null);
     });
     const fail = (err: Error) => {
       // The thread is gone: whatever it had not answered is not known to be durable.
@@ -134,16 +152,13 @@ const index = (rowid, text) => {
   const tokens = searchTokens(normalizeForSearch(text));
   if (tokens.length > 0) indexText.run(rowid, tokens.join(' '));
 };
-// What a stored row does besides being there (Store.appendMessages): a message is indexed (its
-// sender's read pointer moves with it by being there: the store reads the sender's newest own
-// message as its pointer when that is later); an edit or delete changes its target's current state.
+// What a stored row does besides being there (Store.appendMessages): an edit or delete changes
+// its target's current state. (A message's sender's read pointer moves with it by its being
+// there: the store reads a member's newest own message as its pointer when that is later. The
+// search index follows in transactions of its own: catchUp, below.)
 // row: [chatId, seq, id, type, senderId, clientMsgId, createdAt, envelope, text, targetSeq]
-const apply = (row, rowid) => {
+const apply = (row) => {
   const [chatId, seq, , type, , , createdAt, , text, targetSeq] = row;
-  if (type === 'message') {
-    index(rowid, text);
-    return;
-  }
   if (type !== 'edit' && type !== 'delete') return;
   const t = target.get(chatId, targetSeq);
   if (!t) return;
@@ -157,27 +172,53 @@ const apply = (row, rowid) => {
     state.text = text;
     state.editedAt = new Date(createdAt).toISOString();
     setEdited.run(JSON.stringify(state), seq, t.rowid);
-    unindex.run(t.rowid);
-    index(t.rowid, text);
   } else {
     delete state.text;
     delete state.editedAt;
     state.deleted = true;
     setDeleted.run(JSON.stringify(state), t.rowid);
-    unindex.run(t.rowid);
     // A deleted message's text is gone from history, also from its edits (they keep their place).
     forgetEdits.run(chatId, targetSeq);
   }
 };
+// The search index follows the log by rowid: search_progress holds the last row it has taken,
+// moved in the same transaction as the index, so a crash loses nothing and repeats nothing.
+// A message is indexed in its state then; an edit or delete re-indexes its target (taken
+// already: it comes first in the log) in its state then, so whatever order they come in, the
+// index ends with each message's current text, and none for a deleted one.
+const progress = db.prepare('SELECT last_rowid FROM search_progress');
+const setProgress = db.prepare('UPDATE search_progress SET last_rowid = ?');
+const rowsAfter = db.prepare('SELECT rowid, type, chat_id, target_seq, envelope, deleted FROM messages WHERE rowid > ? ORDER BY rowid LIMIT ?');
+const targetOf = db.prepare("SELECT rowid, envelope, deleted FROM messages WHERE chat_id = ? AND seq = ? AND type = 'message'");
+const indexCurrent = (rowid, envelope, deleted) => {
+  if (!deleted) index(rowid, JSON.parse(envelope).text);
+};
+/** Indexes up to indexBatch rows; returns whether rows are left. */
+const catchUpOnce = db.transaction(() => {
+  let last = progress.get().last_rowid;
+  const rows = rowsAfter.all(last, workerData.indexBatch);
+  for (const r of rows) {
+    if (r.type === 'message') indexCurrent(r.rowid, r.envelope, r.deleted);
+    else if (r.type === 'edit' || r.type === 'delete') {
+      const t = targetOf.get(r.chat_id, r.target_seq);
+      if (t && t.rowid < r.rowid) {
+        unindex.run(t.rowid);
+        indexCurrent(t.rowid, t.envelope, t.deleted);
+      }
+    }
+    last = r.rowid;
+  }
+  if (rows.length > 0) setProgress.run(last);
+  return rows.length === workerData.indexBatch;
+});
 const appendRow = (row) => {
   // (chat_id, seq) is looked up first: its index is not unique (it carries the columns unread
   // counts read). The write transaction holds the database's write lock, so nothing is
   // inserted between the look-up and the insert, by this process or another.
   const holder = atSeq.get(row[0], row[1]);
   if (holder) return holder.id === row[2] ? 'present' : { seqHeldBy: holder.id };
-  const inserted = insert.run(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[9]);
-  if (inserted.changes === 1) {
-    apply(row, inserted.lastInsertRowid);
+  if (insert.run(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[9]).changes === 1) {
+    apply(row);
     return 'stored';
   }
   // Skipped: say why.
@@ -201,9 +242,34 @@ let queue = [];
 let closing = false;
 let timer = null;
 let lastCommit = -Infinity;
+// Requests to have the index catch up, answered once it has.
+let indexWaiters = [];
+let indexTimer = null;
+let lastIndex = -Infinity;
 const take = (m) => {
   if (m.close) closing = true;
+  else if (m.index) indexWaiters.push(m.id);
   else queue.push(m);
+};
+// One batch per turn: appends that arrive meanwhile are committed between batches.
+const catchUp = () => {
+  cancelIndex();
+  lastIndex = performance.now();
+  let failed = null;
+  try {
+    if (catchUpOnce.immediate()) return scheduleIndex(0);
+  } catch (err) {
+    failed = failure(err);
+  }
+  for (const id of indexWaiters) parentPort.postMessage(failed ? { id, error: failed } : { id, indexed: true });
+  indexWaiters = [];
+};
+const scheduleIndex = (wait) => {
+  indexTimer ??= setTimeout(catchUp, Math.max(0, wait));
+};
+const cancelIndex = () => {
+  clearTimeout(indexTimer);
+  indexTimer = null;
 };
 const commitQueued = () => {
   timer = null;
@@ -219,8 +285,18 @@ const commitQueued = () => {
       results = batches.map((b) => ({ id: b.id, error: failure(err) }));
     }
     for (const r of results) parentPort.postMessage(r);
+    scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
   }
+  if (indexWaiters.length > 0) catchUp();
   if (closing) {
+    // Leave the index complete (a later start would catch up anyway).
+    cancelIndex();
+    try {
+      while (catchUpOnce.immediate());
+    } catch {
+      // the next start catches up
+    }
+    for (const id of indexWaiters) parentPort.postMessage({ id, error: { message: 'the store is closed' } });
     db.close();
     parentPort.close();
   }
@@ -228,9 +304,11 @@ const commitQueued = () => {
 parentPort.on('message', (m) => {
   take(m);
   if (timer) return;
-  const wait = lastCommit + workerData.minGapMs - performance.now();
+  const wait = m.index ? 0 : lastCommit + workerData.minGapMs - performance.now();
   timer = wait > 0 ? setTimeout(commitQueued, wait) : setImmediate(commitQueued);
 });
+// Rows a previous run stored and did not index yet (it stopped in between).
+scheduleIndex(0);
 `;
 
 /**

@@ -128,9 +128,12 @@ const MIGRATIONS: Migration[] = [
   // The search index: each message's bigram tokens (core/search-text.ts) by the message's rowid.
   // Contentless (the text is in the envelope already); positions (detail=full) make a phrase of
   // a query's bigrams match exactly where the query is a substring. 'ascii': the tokens are
-  // ASCII letters and digits, so the tokenizer keeps them whole. Existing messages are indexed.
+  // ASCII letters and digits, so the tokenizer keeps them whole. search_progress: the last log
+  // row the index has taken (the log writer indexes what follows, core/store/sqlite-log-writer.ts).
+  // Existing messages are indexed here.
   (db) => {
     db.exec("CREATE VIRTUAL TABLE message_search USING fts5(tokens, content='', contentless_delete=1, tokenize='ascii')");
+    db.exec('CREATE TABLE search_progress (last_rowid INTEGER NOT NULL); INSERT INTO search_progress VALUES (0)');
     const insert = db.prepare('INSERT INTO message_search (rowid, tokens) VALUES (?, ?)');
     const page = db.prepare<[number], { rowid: number; envelope: string }>(
       "SELECT rowid, envelope FROM messages WHERE rowid > ? AND type = 'message' AND deleted = 0 ORDER BY rowid LIMIT 1000",
@@ -141,6 +144,7 @@ const MIGRATIONS: Migration[] = [
         if (tokens.length > 0) insert.run(row.rowid, tokens.join(' '));
       }
     }
+    db.exec('UPDATE search_progress SET last_rowid = (SELECT COALESCE(MAX(rowid), 0) FROM messages)');
   },
 ];
 
@@ -585,6 +589,7 @@ export class SqliteStore implements Store {
   async searchMessages(query: string, chatIds: readonly string[], page: { before?: string | undefined; limit: number }): Promise<{ messages: StoredMessage[]; hasMore: boolean }> {
     const tokens = searchTokens(query);
     if (tokens.length === 0 || chatIds.length === 0) return { messages: [], hasMore: false };
+    await this.writer.indexed();
     let before = Number.MAX_SAFE_INTEGER;
     if (page.before !== undefined) {
       const cursor = this.s.rowidOfMessage.get(page.before);
