@@ -54,7 +54,8 @@ describe('the server process (npm start)', () => {
         expect(doc.openapi).toMatch(/^3\./);
         expect(Object.keys(doc.paths).sort()).toEqual([
           '/api/chats', '/api/chats/group/{userId}', '/api/chats/one-to-one/{userId}', '/api/chats/{number}',
-          '/api/chats/{number}/members', '/api/chats/{number}/members/{userId}', '/api/messages/{chatId}',
+          '/api/chats/{number}/members', '/api/chats/{number}/members/{userId}', '/api/chats/{number}/read', '/api/chats/{number}/receipts',
+          '/api/messages/search', '/api/messages/{chatId}', '/api/messages/{chatId}/{seq}',
           '/api/users', '/api/users/login', '/api/users/logout', '/api/users/me', '/api/users/search',
         ]);
         const ui = await fetch(`${proc.url}/docs/`);

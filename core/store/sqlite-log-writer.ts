@@ -251,14 +251,33 @@ const take = (m) => {
   else if (m.index) indexWaiters.push(m.id);
   else queue.push(m);
 };
-// One batch per turn: appends that arrive meanwhile are committed between batches.
+// One batch per turn: appends that arrive meanwhile are committed between batches. The index
+// never waits for the write lock (another process holding it, say): it tries again later, so that
+// appends never queue behind it. A search waits for it as long as an append would for the lock
+// (the busy timeout), then fails as busy.
+let busySince = null;
+const catchUpNow = () => {
+  db.pragma('busy_timeout = 0');
+  try {
+    return catchUpOnce.immediate();
+  } finally {
+    db.pragma('busy_timeout = 10000');
+  }
+};
 const catchUp = () => {
   cancelIndex();
   lastIndex = performance.now();
   let failed = null;
   try {
-    if (catchUpOnce.immediate()) return scheduleIndex(0);
+    const more = catchUpNow();
+    busySince = null;
+    if (more) return scheduleIndex(0);
   } catch (err) {
+    if (err && err.code === 'SQLITE_BUSY') {
+      busySince ??= lastIndex;
+      if (indexWaiters.length === 0 || lastIndex - busySince < 10000) return scheduleIndex(workerData.indexGapMs);
+    }
+    busySince = null;
     failed = failure(err);
   }
   for (const id of indexWaiters) parentPort.postMessage(failed ? { id, error: failed } : { id, indexed: true });
@@ -292,7 +311,7 @@ const commitQueued = () => {
     // Leave the index complete (a later start would catch up anyway).
     cancelIndex();
     try {
-      while (catchUpOnce.immediate());
+      while (catchUpNow());
     } catch {
       // the next start catches up
     }
