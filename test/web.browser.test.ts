@@ -303,6 +303,26 @@ describe('the web client: unread counts, receipts, replies, edits, deletions and
     await expect.poll(() => chatList(amy)).toEqual([['bob_f', '', 'You: hi bob'], ['cat_f', '', 'from cat']]);
   });
 
+  it('a message that arrives live before a chat\'s history was first read does not hide the history before it', async () => {
+    const [kim, lee] = await t.pair('kim_h', 'lee_h');
+    for (const text of ['one', 'two', 'three']) await send(kim, text);
+    await expect.poll(() => shown(kim)).toEqual(['one', 'two', 'three']);
+    // Lee's page loads again; after it connects and subscribes it reads the chat lists once more
+    // (held up here for 2 s), and only then the chats' history. Kim writes in that window, so
+    // Lee's page holds a live message of a chat whose history it has not read yet.
+    let lists = 0;
+    await lee.route(/\/api\/chats\/(one-to-one|group)\//, async (route) => {
+      if (++lists > 2) await new Promise((resolve) => setTimeout(resolve, 2000));
+      await route.continue();
+    });
+    await lee.reload();
+    await expect.poll(() => lists, { timeout: 10_000 }).toBeGreaterThan(2);
+    await send(kim, 'four');
+    await openChat(lee, 'kim_h');
+    await expect.poll(() => shown(lee), { timeout: 10_000 }).toEqual(['one', 'two', 'three', 'four']);
+    await lee.unroute(/\/api\/chats\//);
+  });
+
   it('read receipts: the sender sees "Seen" under its newest message once the other opens the chat, live and after a reload', async () => {
     const [ann, ben] = await t.pair('ann_s', 'ben_s');
     await send(ann, 'first');

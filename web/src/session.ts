@@ -25,6 +25,11 @@ export interface ChatState {
   lastSeq: number;
   /** Whether history holds older envelopes than the oldest held. */
   hasOlder: boolean;
+  /** Whether the newest page of history was read (or all of it, from the start). Until then
+   * what is held may be only live envelopes that came before it. */
+  newestLoaded: boolean;
+  /** The read of the newest page under way, which a second catch-up waits for. */
+  loadingNewest: Promise<void> | null;
   pending: Map<string, Pending>;
   /** Who is typing, until when (ms). */
   typing: Map<string, number>;
@@ -110,7 +115,7 @@ export class Session {
       return existing;
     }
     const state: ChatState = {
-      chat, messages: new Map(), lastSeq: 0, hasOlder: chat.lastSeq > 0, pending: new Map(), typing: new Map(), activity: Date.parse(chat.lastActivityAt),
+      chat, messages: new Map(), lastSeq: 0, hasOlder: chat.lastSeq > 0, newestLoaded: false, loadingNewest: null, pending: new Map(), typing: new Map(), activity: Date.parse(chat.lastActivityAt),
       readSeq: chat.readSeq, receipts: new Map(), receiptsLoaded: false,
     };
     this.chats.set(chat.id, state);
@@ -226,16 +231,12 @@ export class Session {
     if (partners.length) await this.client?.subscribeAsync(partners.map((u) => `users/${u.id}/presence`), { qos: 1 }).catch(() => {});
   }
 
-  /** Everything after lastSeq (a chat seen for the first time: its newest page). */
+  /** Everything after lastSeq; for a chat seen for the first time, its newest page first (also
+   * when live envelopes came before it: they may be all it holds). */
   async catchUp(state: ChatState): Promise<void> {
     try {
-      if (state.lastSeq === 0 && state.messages.size === 0) {
-        const page = await this.api.history(state.chat.id, { limit: 50 });
-        for (const e of page.messages) this.add(state, e);
-        state.hasOlder = page.hasMore;
-        this.changed();
-        return;
-      }
+      // The newest page reaches what was stored when it was read; what follows comes live.
+      if (!state.newestLoaded) return await (state.loadingNewest ??= this.loadNewest(state).finally(() => (state.loadingNewest = null)));
       for (;;) {
         const page = await this.api.history(state.chat.id, { after: state.lastSeq, limit: 100 });
         for (const e of page.messages) this.add(state, e);
@@ -245,6 +246,14 @@ export class Session {
     } catch {
       /* not a member any more, or offline: the next connect catches up */
     }
+  }
+
+  private async loadNewest(state: ChatState): Promise<void> {
+    const page = await this.api.history(state.chat.id, { limit: 50 });
+    for (const e of page.messages) this.add(state, e);
+    state.hasOlder = page.hasMore;
+    state.newestLoaded = true;
+    this.changed();
   }
 
   /** Older history, for scrolling back. Resolves with whether a page came. */
@@ -328,10 +337,11 @@ export class Session {
       if (!state) return;
       if (leaf === 'messages') {
         const e = json as unknown as Envelope;
-        const gap = e.seq > state.lastSeq + 1 && state.lastSeq > 0;
+        // A gap, or a chat whose newest page was not read yet: fetch what lies before.
+        const gap = e.seq > state.lastSeq + 1 && state.newestLoaded;
         this.add(state, e);
         this.changed();
-        if (gap) void this.catchUp(state);
+        if (gap || !state.newestLoaded) void this.catchUp(state);
       } else if (leaf === 'receipts' && json.type === 'read') {
         const receipt = json as unknown as ReadReceipt;
         this.sawRead(state, receipt.userId, receipt.readSeq);
@@ -375,6 +385,7 @@ export class Session {
     const page = await this.api.history(state.chat.id, { after: 0, limit: 100 }).catch(() => null);
     if (page) for (const e of page.messages) this.add(state, e);
     state.hasOlder = false;
+    state.newestLoaded = page !== null;
     this.changed();
     if (page?.hasMore) await this.catchUp(state);
   }
