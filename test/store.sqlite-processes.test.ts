@@ -1,13 +1,16 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../core/ids.js';
 import { SqliteStore } from '../core/store/sqlite.js';
 import { tempDir } from './helpers/server.js';
 
 const run = promisify(execFile);
+const require = createRequire(import.meta.url);
 const dist = resolve('dist/core/store/sqlite.js');
 
 /**
@@ -91,6 +94,38 @@ describe('SQLite store shared by several processes', () => {
       expect((await check.getChat(capped.id))!.memberIds).toHaveLength(10);
     } finally {
       await check.close();
+    }
+  });
+
+  it('opens a new file while another process holds a write lock on it, by waiting (servers started together)', async () => {
+    // The first of two servers started together on a new file holds a lock on it while it makes it
+    // WAL; SQLite answers the second's switch to WAL with SQLITE_BUSY at once, without the busy
+    // timeout (a cluster spec's two nodes hit it). Here a process holds a write lock on a new
+    // file (not WAL yet) for a second: the store must wait for it and open.
+    const fresh = join(dir, 'fresh.db');
+    const holder = join(dir, 'holder.cjs');
+    writeFileSync(holder, `
+      const Database = require(${JSON.stringify(require.resolve('better-sqlite3'))});
+      const db = new Database(process.argv[2]);
+      db.exec('CREATE TABLE held (a)');
+      db.exec('BEGIN IMMEDIATE');
+      db.exec('INSERT INTO held VALUES (1)');
+      console.log('locked');
+      setTimeout(() => { db.exec('COMMIT'); db.close(); }, 1000);
+    `);
+    const child = spawn(process.execPath, [holder, fresh], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    const started = Date.now();
+    const store = new SqliteStore(fresh);
+    try {
+      expect(Date.now() - started).toBeGreaterThanOrEqual(500); // it waited for the lock
+      await store.ping();
+      const check = new Database(fresh, { readonly: true });
+      expect(check.pragma('journal_mode', { simple: true })).toBe('wal');
+      check.close();
+    } finally {
+      await store.close();
+      await new Promise((resolve) => (child.exitCode === null ? child.once('exit', resolve) : resolve(null)));
     }
   });
 

@@ -182,7 +182,7 @@ export class SqliteStore implements Store {
     mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file);
     this.db.pragma('busy_timeout = 10000');
-    this.db.pragma('journal_mode = WAL');
+    walMode(this.db);
     // Commits do not wait for the disk here (NORMAL); every write method waits for an fsync of
     // the WAL before it resolves instead (`durable()`), so what a write resolves survives power
     // loss, as with FULL, but the fsync runs on libuv's thread pool and the event loop never
@@ -600,6 +600,26 @@ export class SqliteStore implements Store {
     const rows = this.s.search.all({ match: `"${tokens.join(' ')}"`, before, chats: JSON.stringify(chatIds), limit: page.limit + 1 });
     const found = pageOf(rows, page.limit);
     return { messages: found.items.map((r) => parseEnvelope(r.envelope) as StoredMessage), hasMore: found.hasMore };
+  }
+}
+
+/**
+ * Puts the file in WAL mode (kept in the file; a no-op once it is). The switch needs the file to
+ * itself, and SQLite answers it with SQLITE_BUSY at once, without the busy timeout, while another
+ * connection holds a lock on a file not yet in WAL mode: the second of two processes started
+ * together on a new file. So it is tried again, every 20 ms, for as long as the busy timeout.
+ */
+function walMode(db: Database.Database): void {
+  const until = Date.now() + 10_000;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > until) throw err;
+      Atomics.wait(pause, 0, 0, 20); // a constructor cannot await; this runs once, at start
+    }
   }
 }
 
