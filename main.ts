@@ -11,6 +11,11 @@ async function main() {
       console.error(err.message);
       process.exit(1);
     }
+    // DATA_DIR unusable (core/data-dir.ts): one line naming it.
+    if (err instanceof StartupError) {
+      console.error(`cannot start: ${err.message}`);
+      process.exit(1);
+    }
     throw err;
   }
 

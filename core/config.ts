@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { ensureDataDir } from './data-dir.js';
 import * as rules from './rules.js';
 
 /** Everything the process reads from its environment, validated once at start. */
@@ -90,7 +91,8 @@ export class StartupError extends Error {
 
 /**
  * Reads and checks the environment. All problems are reported together, each naming the
- * variable to change. Creates DATA_DIR, and on first start a JWT secret kept in it.
+ * variable to change. Without JWT_SECRET: creates DATA_DIR (0700; a StartupError when it cannot
+ * be used, core/data-dir.ts), and on first start a JWT secret kept in it (0600).
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const problems: string[] = [];
@@ -239,6 +241,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     try {
       jwtSecret = embeddedSecret(cfg.dataDir);
     } catch (err) {
+      if (err instanceof StartupError) throw err; // DATA_DIR itself is unusable: one line names it
       throw new ConfigError([`cannot create or read the JWT secret in DATA_DIR (${cfg.dataDir}): ${(err as Error).message}; set DATA_DIR or JWT_SECRET`]);
     }
   }
@@ -247,7 +250,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
 /** The embedded deployment generates its signing secret once and keeps it beside the data. */
 function embeddedSecret(dataDir: string): string {
-  mkdirSync(dataDir, { recursive: true });
+  ensureDataDir(dataDir);
   const file = join(dataDir, 'jwt-secret');
   if (!existsSync(file)) {
     // Written whole under a name of our own, then linked into place: link fails if another
