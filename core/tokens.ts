@@ -23,10 +23,17 @@ export function issueToken(secret: string, claims: TokenClaims): string {
 
 export type TokenCheck = { ok: true; claims: TokenClaims } | { ok: false; reason: 'malformed' | 'bad_signature' | 'expired' };
 
+/** Node's base64url decoder skips what is not in the alphabet (`=`, `!`, spaces) and ignores
+ * unused low bits of the last character, so several texts decode to one signature. A token is
+ * accepted only in the one text this server writes: each segment must re-encode to itself. */
+const canonical = (segment: string) => /^[A-Za-z0-9_-]+$/.test(segment) && Buffer.from(segment, 'base64url').toString('base64url') === segment;
+
+/** The one check of a token, for REST and MQTT alike. */
 export function verifyToken(secret: string, token: string, nowSeconds = Math.floor(Date.now() / 1000)): TokenCheck {
   const parts = token.split('.');
   if (parts.length !== 3 || parts[0] !== HEADER || token.length > 2048) return { ok: false, reason: 'malformed' };
   const [, payload, signature] = parts as [string, string, string];
+  if (!canonical(payload) || !canonical(signature)) return { ok: false, reason: 'malformed' };
   const expected = sign(secret, `${HEADER}.${payload}`);
   const given = Buffer.from(signature, 'base64url');
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'bad_signature' };

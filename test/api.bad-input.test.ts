@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { request as httpRequest } from 'node:http';
 import { issueToken, type TokenClaims } from '../core/tokens.js';
 import type { UserRecord } from '../core/store/store.js';
-import { startTestServer, TEST_SECRET, type HttpResult, type Json, type TestServer, type UserDto } from './helpers/server.js';
+import { sameBitsOtherText, startTestServer, TEST_SECRET, type HttpResult, type Json, type TestServer, type UserDto } from './helpers/server.js';
 
 /**
  * Specification: every kind of bad REST input is answered with a 4xx and the one error body
@@ -682,6 +682,8 @@ describe('bad credentials are 401 unauthorized on every protected route', () => 
     ['a garbage three-part token', bearer(() => 'a.b.c')],
     ['an oversized token (4 KB)', bearer(() => `${ctx.me.token}${'A'.repeat(4096)}`)],
     ['a token signed with another secret (forged)', bearer(() => tokens.forged)],
+    ['the real token with "==" appended to its signature', bearer(() => `${ctx.me.token}==`)],
+    ['the real token with its last character changed in bits the signature does not use', bearer(() => sameBitsOtherText(ctx.me.token))],
     ['an expired token of a live session', bearer(() => tokens.expired)],
     ['a token whose sub was altered without re-signing', bearer(() => tokens.alteredSub)],
     ['a token whose exp was extended without re-signing', bearer(() => tokens.alteredExp)],

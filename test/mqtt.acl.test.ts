@@ -5,7 +5,7 @@ import { issueToken } from '../core/tokens.js';
 import { type Connected, closed, connackCode, connectAs, subscribeGranted, waitForMessage } from './helpers/mqtt.js';
 import { pollUntil } from './helpers/poll.js';
 import { connectPacket, rawConnackCode } from './helpers/raw-mqtt.js';
-import { type Json, TEST_SECRET, type TestServer, type UserDto, startTestServer } from './helpers/server.js';
+import { type Json, TEST_SECRET, sameBitsOtherText, type TestServer, type UserDto, startTestServer } from './helpers/server.js';
 
 /**
  * Who may connect, subscribe and publish on the broker, over real sockets: the topic table and
@@ -315,6 +315,12 @@ describe('MQTT access control', () => {
       { name: 'a token for an unknown session', creds: () => [me.user.username, issueToken(TEST_SECRET, { ...claims, sid: newId() })] },
       { name: "a token whose sub is another user's", creds: () => [other.user.username, issueToken(TEST_SECRET, { ...claims, sub: other.user.id })] },
       { name: 'a token with its signature cut off', creds: () => [me.user.username, me.token.split('.').slice(0, 2).join('.')] },
+      // Texts that decode to the real signature (base64url decoders skip what is not in the
+      // alphabet, and the last character's unused bits): one check, the same as REST's.
+      { name: 'the real token with "==" appended', creds: () => [me.user.username, `${me.token}==`] },
+      { name: 'the real token with "!" inserted in its signature', creds: () => [me.user.username, `${me.token.slice(0, -5)}!${me.token.slice(-5)}`] },
+      { name: 'the real token with a space inserted in its signature', creds: () => [me.user.username, `${me.token.slice(0, -5)} ${me.token.slice(-5)}`] },
+      { name: 'the real token with its last character changed in unused bits', creds: () => [me.user.username, sameBitsOtherText(me.token)] },
       { name: 'no password', creds: () => [me.user.username, undefined] },
       { name: 'an empty password', creds: () => [me.user.username, ''] },
       { name: 'no username and no password', creds: () => [undefined, undefined] },

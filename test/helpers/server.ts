@@ -16,6 +16,16 @@ export const TEST_TLS = {
 
 export const TEST_SECRET = 'test-secret-that-is-long-enough-0123456789';
 
+/** The token with the last character of its signature changed in its two low bits, which a
+ * 43-character base64url text of 32 bytes does not use: it decodes to the same signature. */
+export function sameBitsOtherText(token: string): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const last = alphabet.indexOf(token.at(-1)!);
+  const changed = `${token.slice(0, -1)}${alphabet[last ^ 1]}`;
+  if (Buffer.compare(Buffer.from(changed.split('.')[2]!, 'base64url'), Buffer.from(token.split('.')[2]!, 'base64url')) !== 0) throw new Error('not the same signature');
+  return changed;
+}
+
 export function tempDir(prefix = 'chat-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
