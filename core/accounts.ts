@@ -12,6 +12,8 @@ export interface Authenticated {
   session: SessionRecord;
 }
 
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /** How often expired sessions are deleted (revoked ones are kept until they expire). */
 const SESSION_SWEEP_MS = 3600_000;
 
@@ -50,7 +52,9 @@ export class Accounts {
     if (pwLength < PASSWORD_MIN || pwLength > PASSWORD_MAX) {
       throw invalidInput(`password must be ${PASSWORD_MIN}-${PASSWORD_MAX} characters`);
     }
-    const passwordHash = await hashPassword(input.password);
+    if (LONE_SURROGATE.test(input.password)) throw invalidInput('password must be valid Unicode text (it holds a lone surrogate)');
+    // NFC: the same password typed on keyboards that compose "é" and ones that send "e" + U+0301.
+    const passwordHash = await hashPassword(input.password.normalize('NFC'));
     return this.store.createUser({ id: newId(), username, displayName, passwordHash, createdAt: Date.now() });
   }
 
@@ -60,7 +64,12 @@ export class Accounts {
     const key = username.toLowerCase();
     if (!(await this.loginFailures.has(key))) throw new AppError('rate_limited', 'too many failed logins for this username; try again later');
     const user = await this.store.getUserByUsername(key);
-    const ok = await verifyPassword(password, user?.passwordHash ?? (await dummyHash));
+    const hash = user?.passwordHash ?? (await dummyHash);
+    // A lone surrogate is never a password: hashing would have turned it into U+FFFD, so
+    // "\ud800", "\udfff" and "\ufffd" would all match. Accounts registered before passwords
+    // were normalised hashed the text as sent: that is tried when it differs from its NFC form.
+    const nfc = password.normalize('NFC');
+    const ok = !LONE_SURROGATE.test(password) && ((await verifyPassword(nfc, hash)) || (nfc !== password && (await verifyPassword(password, hash))));
     if (!user || !ok) {
       await this.loginFailures.take(key);
       throw unauthorized('wrong username or password');

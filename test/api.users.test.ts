@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectAs } from './helpers/mqtt.js';
 import { pollUntil } from './helpers/poll.js';
+import { newId } from '../core/ids.js';
+import { hashPassword } from '../core/passwords.js';
 import { type TestServer, startTestServer } from './helpers/server.js';
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -30,6 +32,39 @@ describe('REST accounts: /api/users', () => {
     const res = await srv.http.post('/api/users', { username: 'CASEY', password: 'longenough' });
     expect(res.status).toBe(409);
     expect(res.body.error.code).toBe('username_taken');
+  });
+
+  it('normalises passwords to NFC: registered composed, logged in decomposed, and the other way round', async () => {
+    const composed = 'caf\u00e9-cr\u00e8me';
+    const decomposed = 'cafe\u0301-cre\u0300me';
+    expect(composed).not.toBe(decomposed);
+    for (const [username, registered, typed] of [['nfc_one', composed, decomposed], ['nfc_two', decomposed, composed]] as const) {
+      expect((await srv.http.post('/api/users', { username, password: registered })).status).toBe(201);
+      expect((await srv.http.post('/api/users/login', { username, password: typed })).status).toBe(200);
+      expect((await srv.http.post('/api/users/login', { username, password: `${typed}x` })).status).toBe(401);
+    }
+  });
+
+  it('keeps accounts whose password was hashed as sent, before normalisation, working', async () => {
+    const decomposed = 'old-cafe\u0301-password';
+    const [user] = await srv.seedUsers(1, 'legacy');
+    // The hash such an account has: of the text as typed, not of its NFC form.
+    await srv.store.createUser({ ...user!, id: newId(), username: 'legacy_nfd', passwordHash: await hashPassword(decomposed) });
+    expect((await srv.http.post('/api/users/login', { username: 'legacy_nfd', password: decomposed })).status).toBe(200);
+    expect((await srv.http.post('/api/users/login', { username: 'legacy_nfd', password: 'old-cafe-password' })).status).toBe(401);
+  });
+
+  it('refuses a password with a lone surrogate at registration (400), and never matches one at login', async () => {
+    const res = await srv.http.post('/api/users', { username: 'surrogate', password: 'abcdefgh\ud800' });
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('invalid_input');
+    expect((await srv.http.post('/api/users/login', { username: 'surrogate', password: 'abcdefgh\ud800' })).status).toBe(401);
+    // The account that U+FFFD makes exists, and the lone surrogates that hashing would turn into it do not log in.
+    expect((await srv.http.post('/api/users', { username: 'replacement', password: 'abcdefgh\ufffd' })).status).toBe(201);
+    expect((await srv.http.post('/api/users/login', { username: 'replacement', password: 'abcdefgh\ufffd' })).status).toBe(200);
+    for (const lone of ['\ud800', '\udfff']) {
+      expect((await srv.http.post('/api/users/login', { username: 'replacement', password: `abcdefgh${lone}` })).status).toBe(401);
+    }
   });
 
   it('logs in with any case of the username: token, expiry and user', async () => {
