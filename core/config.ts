@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ensureDataDir } from './data-dir.js';
+import { StartupError } from './errors.js';
 import * as rules from './rules.js';
 
 /** Everything the process reads from its environment, validated once at start. */
@@ -62,11 +63,8 @@ export class ConfigError extends Error {
   }
 }
 
-/** A configured service or port cannot be used (Redis unreachable, port taken, ...): the
- * process says which variable to look at and exits 1. */
-export class StartupError extends Error {
-  override name = 'StartupError';
-}
+// Beside ConfigError for the callers; defined in errors.ts, which core/data-dir.ts imports too.
+export { StartupError };
 
 /**
  * Reads and checks the environment. All problems are reported together, each naming the

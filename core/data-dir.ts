@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, mkdirSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { StartupError } from './config.js';
+import { StartupError } from './errors.js';
 
 /** Directories this process creates for DATA_DIR: only its user may list or enter them. */
 export const DATA_DIR_MODE = 0o700;

@@ -49,6 +49,12 @@ export const messageDeleted = () => new AppError('message_deleted', 'this messag
 
 export const isAppError = (err: unknown): err is AppError => err instanceof AppError;
 
+/** A configured service, port or directory cannot be used (Redis unreachable, port taken,
+ * DATA_DIR not writable, ...): the process says which variable to look at and exits 1. */
+export class StartupError extends Error {
+  override name = 'StartupError';
+}
+
 /** Raised by our own code when a backing service does not answer in time (answered 503). */
 export class ServiceUnavailableError extends Error {
   override name = 'ServiceUnavailableError';
