@@ -1,22 +1,27 @@
 import { ConfigError, StartupError, loadConfig } from './core/config.js';
 import { type Running, startServer } from './server.js';
 
+/** A configuration problem, or a service, port or DATA_DIR that cannot be used, is told in its
+ * own words and exits 1; anything else is a bug, thrown with its stack. */
+function exitIfExplained(err: unknown): never {
+  if (err instanceof ConfigError) {
+    console.error(err.message);
+    process.exit(1);
+  }
+  if (err instanceof StartupError) {
+    console.error(`cannot start: ${err.message}`);
+    process.exit(1);
+  }
+  throw err;
+}
+
 /** `npm start`: the embedded server in one process. Exits 1 with a clear message on bad config. */
 async function main() {
   let config;
   try {
     config = loadConfig();
   } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      process.exit(1);
-    }
-    // DATA_DIR unusable (core/data-dir.ts): one line naming it.
-    if (err instanceof StartupError) {
-      console.error(`cannot start: ${err.message}`);
-      process.exit(1);
-    }
-    throw err;
+    exitIfExplained(err);
   }
 
   // Signals are taken from the start: one that arrives while the server starts stops it
@@ -46,11 +51,7 @@ async function main() {
   try {
     running = await startServer(config);
   } catch (err) {
-    if (err instanceof StartupError) {
-      console.error(`cannot start: ${err.message}`);
-      process.exit(1);
-    }
-    throw err;
+    exitIfExplained(err);
   }
   if (signal) stop(running);
 }
