@@ -191,7 +191,10 @@ function sendError(reply: FastifyReply, code: ErrorCode, message: string, status
 /** Maps every failure to the one error shape. Only a fault of ours answers 500; an unreachable
  * backing service answers 503 with Retry-After. */
 function errorHandler(this: FastifyInstance, err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
-  if (isAppError(err)) return sendError(reply, err.code, err.message);
+  if (isAppError(err)) {
+    if (err.retryAfter !== undefined) reply.header('retry-after', String(err.retryAfter));
+    return sendError(reply, err.code, err.message);
+  }
   if (err.validation) return sendError(reply, 'invalid_input', err.message);
   const status = err.statusCode ?? 500;
   if (status >= 400 && status < 500) {

@@ -48,6 +48,27 @@ export interface Limits {
   outgoingQueueGraceMs: number;
   /** Chat sends in the pipeline of this process at once (validated, not yet durable). */
   maxSendsInFlight: number;
+  /** Registrations per client IP address: a burst, then a rate per second (429 past it). */
+  registerBurstPerIp: number;
+  registerRatePerIp: number;
+  /** Login attempts per client IP address, right or wrong: a burst, then a rate per second. */
+  loginBurstPerIp: number;
+  loginRatePerIp: number;
+  /** Failed logins per username and client IP address: a burst, then a rate per second. */
+  loginFailureBurst: number;
+  loginFailureRate: number;
+  /** Password hashes (scrypt) computed at once in this process; more are answered 503. */
+  passwordHashesInFlight: number;
+  /** MQTT subscriptions a connection, and a user over all its connections, may hold. */
+  maxSubscriptionsPerConnection: number;
+  maxSubscriptionsPerUser: number;
+  /** Message searches per user: a burst, then a rate per second. */
+  searchBurst: number;
+  searchRate: number;
+  /** Open HTTP (and WebSocket) sockets per client IP address on this node. */
+  httpSocketsPerIp: number;
+  /** Time a client has to send a request's headers, in milliseconds. */
+  httpHeadersTimeoutMs: number;
 }
 
 export const ROLES = ['broker', 'api', 'worker'] as const;
@@ -180,6 +201,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     outgoingQueuePackets: number('OUTGOING_QUEUE_PACKETS', rules.OUTGOING_QUEUE_PACKETS, 10, 1_000_000),
     outgoingQueueGraceMs: number('OUTGOING_QUEUE_GRACE_MS', rules.OUTGOING_QUEUE_GRACE_MS, 0, 600_000),
     maxSendsInFlight: number('MAX_SENDS_IN_FLIGHT', rules.MAX_SENDS_IN_FLIGHT, 1, 1_000_000),
+    registerBurstPerIp: number('REGISTER_BURST_PER_IP', rules.REGISTER_BURST_PER_IP, 1, 1_000_000),
+    registerRatePerIp: number('REGISTER_RATE_PER_IP', rules.REGISTER_PER_SECOND_PER_IP, 0.001, 1_000_000, true),
+    loginBurstPerIp: number('LOGIN_BURST_PER_IP', rules.LOGIN_BURST_PER_IP, 1, 1_000_000),
+    loginRatePerIp: number('LOGIN_RATE_PER_IP', rules.LOGIN_PER_SECOND_PER_IP, 0.001, 1_000_000, true),
+    loginFailureBurst: number('LOGIN_FAILURE_BURST', rules.LOGIN_FAILURE_BURST, 1, 1_000_000),
+    loginFailureRate: number('LOGIN_FAILURE_RATE', rules.LOGIN_FAILURE_PER_SECOND, 0.0001, 1_000_000, true),
+    passwordHashesInFlight: number('PASSWORD_HASHES_IN_FLIGHT', rules.PASSWORD_HASHES_IN_FLIGHT, 1, 1024),
+    maxSubscriptionsPerConnection: number('MAX_SUBSCRIPTIONS_PER_CONNECTION', rules.MAX_SUBSCRIPTIONS_PER_CONNECTION, 1, 1_000_000),
+    maxSubscriptionsPerUser: number('MAX_SUBSCRIPTIONS_PER_USER', rules.MAX_SUBSCRIPTIONS_PER_USER, 1, 10_000_000),
+    searchBurst: number('SEARCH_BURST', rules.SEARCH_BURST, 1, 1_000_000),
+    searchRate: number('SEARCH_RATE', rules.SEARCH_PER_SECOND, 0.001, 1_000_000, true),
+    httpSocketsPerIp: number('HTTP_SOCKETS_PER_IP', rules.HTTP_SOCKETS_PER_IP, 1, 1_000_000),
+    httpHeadersTimeoutMs: number('HTTP_HEADERS_TIMEOUT_MS', rules.HTTP_HEADERS_TIMEOUT_MS, 1000, 600_000),
   };
 
   const cfg = {

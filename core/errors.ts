@@ -29,12 +29,16 @@ export type RejectReason = 'too_long' | 'empty' | 'invalid_payload' | Extract<Er
 export class AppError extends Error {
   readonly code: ErrorCode;
   readonly statusCode: number;
+  /** Seconds after which the same request may succeed (sent as Retry-After): rate limits and
+   * overload. */
+  readonly retryAfter: number | undefined;
 
-  constructor(code: ErrorCode, message: string) {
+  constructor(code: ErrorCode, message: string, opts: { retryAfter?: number } = {}) {
     super(message);
     this.name = 'AppError';
     this.code = code;
     this.statusCode = errorStatus[code];
+    this.retryAfter = opts.retryAfter === undefined ? undefined : Math.max(1, Math.ceil(opts.retryAfter));
   }
 }
 

@@ -23,14 +23,34 @@ export function cleanName(raw: string, max: number): string | null {
   return name;
 }
 
-/** Failed logins per username: a burst, then one more every 30 s (password guessing). */
+// Credential limits (docs/operations.md): the defaults of the variables in core/config.ts.
+/** Failed logins per username and client IP: a burst, then one more every 30 s (guessing). */
 export const LOGIN_FAILURE_BURST = 10;
 export const LOGIN_FAILURE_PER_SECOND = 1 / 30;
+/** Registrations per client IP: a burst, then one every 10 s. */
+export const REGISTER_BURST_PER_IP = 20;
+export const REGISTER_PER_SECOND_PER_IP = 0.1;
+/** Login attempts per client IP (many users may share one address behind a NAT). */
+export const LOGIN_BURST_PER_IP = 50;
+export const LOGIN_PER_SECOND_PER_IP = 2;
+/** scrypt hashes at once: each takes a core for tens of milliseconds and 32 MiB. */
+export const PASSWORD_HASHES_IN_FLIGHT = 2;
+/** Message searches per user: a burst, then a rate per second. */
+export const SEARCH_BURST = 10;
+export const SEARCH_PER_SECOND = 2;
+/** Open HTTP and WebSocket sockets per client IP address, per node. */
+export const HTTP_SOCKETS_PER_IP = 256;
+/** A request's headers must arrive within this time. */
+export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
 
 // MQTT protection limits (see docs/mqtt.md): the defaults of the variables in core/config.ts.
 /** Largest MQTT packet accepted on TCP and WebSocket; a larger one closes the connection. */
 export const MAX_PACKET_BYTES = 16 * 1024;
 export const MAX_CONNECTIONS_PER_USER = 10;
+/** Subscriptions per MQTT connection and per user (a chat takes three: messages, typing,
+ * receipts). */
+export const MAX_SUBSCRIPTIONS_PER_CONNECTION = 1000;
+export const MAX_SUBSCRIPTIONS_PER_USER = 3000;
 /** Chat messages per user: a burst, then a steady rate (per second). */
 export const SEND_BURST = 30;
 export const SEND_PER_SECOND = 10;

@@ -22,6 +22,9 @@ export async function inProcessSeams(config: Config, store: Store): Promise<Seam
     typingLimiter: limiter('typing'),
     throttle: new LocalThrottle(),
     loginFailures: limiter('login'),
+    registerLimiter: limiter('register-ip'),
+    loginLimiter: limiter('login-ip'),
+    searchLimiter: limiter('search'),
     aedes: { persistence: memoryPersistence() },
     close: async () => {},
   };

@@ -41,6 +41,9 @@ export async function redisSeams(config: Config & { redisUrl: string }, store: S
       typingLimiter: limiter('typing'),
       throttle: new RedisThrottle(redis, ns),
       loginFailures: limiter('login'),
+      registerLimiter: limiter('register-ip'),
+      loginLimiter: limiter('login-ip'),
+      searchLimiter: limiter('search'),
       aedes: { mq, persistence, heartbeatInterval: 5000 },
       close: async () => {
         await close();

@@ -3,7 +3,7 @@ import type { ControlBus } from '../core/bus.js';
 import type { Config } from '../core/config.js';
 import type { PresenceRegistry } from '../core/presence.js';
 import type { RateLimiter } from '../core/rate-limit.js';
-import { LOGIN_FAILURE_BURST, LOGIN_FAILURE_PER_SECOND, TYPING_BURST, TYPING_PER_SECOND } from '../core/rules.js';
+import { TYPING_BURST, TYPING_PER_SECOND } from '../core/rules.js';
 import type { SendClaims } from '../core/send-claims.js';
 import type { Sequencer } from '../core/sequencer.js';
 import type { Throttle } from '../core/throttle.js';
@@ -23,17 +23,27 @@ export interface Seams {
   typingLimiter: RateLimiter;
   /** Coalesces read receipts to one per user, chat and second. */
   throttle: Throttle;
+  /** Failed logins, keyed on username and client IP address. */
   loginFailures: RateLimiter;
+  /** Registrations and login attempts, keyed on client IP address. */
+  registerLimiter: RateLimiter;
+  loginLimiter: RateLimiter;
+  /** Message searches, keyed on user id. */
+  searchLimiter: RateLimiter;
   /** Aedes' emitter and persistence for this deployment. */
   aedes: AedesBackends;
   close(): Promise<void>;
 }
 
 /** The rate limits every deployment applies, as (burst, per second) per limiter. */
-export function rateLimits(config: Config): Record<'send' | 'typing' | 'login', { burst: number; perSecond: number }> {
+export function rateLimits(config: Config): Record<'send' | 'typing' | 'login' | 'register-ip' | 'login-ip' | 'search', { burst: number; perSecond: number }> {
+  const l = config.limits;
   return {
-    send: { burst: config.limits.sendBurst, perSecond: config.limits.sendRate },
+    send: { burst: l.sendBurst, perSecond: l.sendRate },
     typing: { burst: TYPING_BURST, perSecond: TYPING_PER_SECOND },
-    login: { burst: LOGIN_FAILURE_BURST, perSecond: LOGIN_FAILURE_PER_SECOND },
+    login: { burst: l.loginFailureBurst, perSecond: l.loginFailureRate },
+    'register-ip': { burst: l.registerBurstPerIp, perSecond: l.registerRatePerIp },
+    'login-ip': { burst: l.loginBurstPerIp, perSecond: l.loginRatePerIp },
+    search: { burst: l.searchBurst, perSecond: l.searchRate },
   };
 }

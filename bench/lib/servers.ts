@@ -15,6 +15,9 @@ export const DIST = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Fixed, so the seeded tokens stay valid between runs; the chat server is given the same. */
 export const JWT_SECRET = 'bench-only-secret-not-for-production-use-0123456789';
+/** Seeding signs many users up from one address at once: the per-address credential limits
+ * are raised (the abuse bench, bench/abuse.ts, measures them at their defaults). */
+const ROOMY_LIMITS = { REGISTER_BURST_PER_IP: '1000000', LOGIN_BURST_PER_IP: '1000000', PASSWORD_HASHES_IN_FLIGHT: '64', SEARCH_BURST: '1000000', HTTP_SOCKETS_PER_IP: '100000' };
 
 export interface Server {
   kind: ServerKind;
@@ -54,7 +57,7 @@ export async function startChat(templateDb: string, extraEnv: Record<string, str
   const env: NodeJS.ProcessEnv = { ...process.env };
   // The embedded deployment is what is measured: no cluster or external store from the caller's shell.
   for (const name of ['REDIS_URL', 'AMQP_URL', 'MONGO_URL', 'ROLES', 'TLS_CERT', 'TLS_KEY', 'NODE_OPTIONS']) delete env[name];
-  Object.assign(env, { HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATA_DIR: dataDir, JWT_SECRET, LOG_LEVEL: 'info', ...extraEnv });
+  Object.assign(env, { HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATA_DIR: dataDir, JWT_SECRET, LOG_LEVEL: 'info', ...ROOMY_LIMITS, ...extraEnv });
   // BENCH_CHAT_NODE_ARGS: extra node flags for the chat server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const nodeArgs = process.env.BENCH_CHAT_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   // The flags `npm start` (package.json) and the Dockerfile run the server with.

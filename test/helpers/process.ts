@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pollUntil } from './poll.js';
-import { Http } from './server.js';
+import { Http, ROOMY_LIMITS } from './server.js';
 
 export const MAIN = resolve('dist/main.js');
 
@@ -31,7 +31,7 @@ const closedOf = new WeakMap<ChildProcess, Promise<unknown>>();
 export function launchServer(env: Record<string, string>): ServerProcess {
   if (!existsSync(MAIN)) throw new Error('dist/ is missing: run `npm run build` first (npm test does)');
   const child = spawn(process.execPath, ['--import', DIE_WITH_PARENT, MAIN], {
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_LEVEL: 'info', ...ROOMY_LIMITS, ...env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   child.channel?.unref();
