@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { ensureDataDir } from './data-dir.js';
 import { StartupError } from './errors.js';
@@ -27,6 +28,10 @@ export interface Config {
   namespace: string;
   /** What this process does: `broker` (MQTT), `api` (REST), `worker` (archive consumer). */
   roles: Set<Role>;
+  /** Proxies whose X-Forwarded-For is believed (addresses, CIDR ranges, or `loopback`,
+   * `linklocal`, `uniquelocal`); empty: the socket's peer is the client. Their sockets are
+   * not counted against the per-address HTTP socket cap. */
+  trustProxy: string[];
   limits: Limits;
 }
 
@@ -73,6 +78,8 @@ export interface Limits {
 
 export const ROLES = ['broker', 'api', 'worker'] as const;
 export type Role = (typeof ROLES)[number];
+
+const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 type LogLevel = (typeof LOG_LEVELS)[number];
@@ -178,6 +185,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems.push('ROLES=worker consumes the RabbitMQ archive queue: set AMQP_URL');
   }
 
+  const trustProxy = (str('TRUST_PROXY') ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+  for (const entry of trustProxy) {
+    const [addr = '', bits, extra] = entry.split('/');
+    const family = isIP(addr);
+    const bitsOk = bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (family === 6 ? 128 : 32));
+    if (!(PROXY_NAMES.includes(entry) || (family !== 0 && bitsOk && extra === undefined))) {
+      problems.push(`TRUST_PROXY must be a comma list of addresses, CIDR ranges (10.0.0.0/8) or ${PROXY_NAMES.join(', ')}, got "${entry}"`);
+    }
+  }
+
   /** A whole number (or, with `fraction`, a decimal) from `min` to `max`. */
   const number = (name: string, fallback: number, min: number, max: number, fraction = false) => {
     const raw = str(name);
@@ -218,6 +235,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
   const cfg = {
     roles,
+    trustProxy,
     limits,
     namespace,
     host: str('HOST') ?? '0.0.0.0',
