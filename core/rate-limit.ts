@@ -1,13 +1,15 @@
 /**
  * The rate-limit seam. Contract: `take(key)` spends one unit of `key`'s budget and says whether
- * there was one; `has(key)` says whether `take` would succeed, spending nothing. A key starts
- * with `burst` units and regains `perSecond` units per second, up to `burst`. Keys are
- * independent. Implementations: `LocalRateLimiter` (this process) and `RedisRateLimiter`
+ * there was one; `has(key)` says whether `take` would succeed, spending nothing; `wait(key)`
+ * is the seconds until it would (0 when it would now; for Retry-After), spending nothing. A
+ * key starts with `burst` units and regains `perSecond` units per second, up to `burst`. Keys
+ * are independent. Implementations: `LocalRateLimiter` (this process) and `RedisRateLimiter`
  * (shared by every node).
  */
 export interface RateLimiter {
   take(key: string): Promise<boolean>;
   has(key: string): Promise<boolean>;
+  wait(key: string): Promise<number>;
 }
 
 /** In-process token buckets; idle full buckets are forgotten so memory follows active keys. */
@@ -26,7 +28,13 @@ export class LocalRateLimiter implements RateLimiter {
   }
 
   async has(key: string): Promise<boolean> {
-    return !this.buckets.has(key) || this.refill(key).tokens >= 1;
+    return (await this.wait(key)) === 0;
+  }
+
+  async wait(key: string): Promise<number> {
+    if (!this.buckets.has(key)) return 0;
+    const { tokens } = this.refill(key);
+    return tokens >= 1 ? 0 : (1 - tokens) / this.perSecond;
   }
 
   /** Synchronous take, for limits that are per node by nature (e.g. connects per IP). */

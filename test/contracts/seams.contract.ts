@@ -186,6 +186,19 @@ export function rateLimiterContract(name: string, open: (burst: number, perSecon
       expect(await a.has('other')).toBe(true);
     });
 
+    it('says how long until a refused key has a unit again (wait), spending nothing', async () => {
+      opened = await open(2, 0.5); // one unit every 2 s
+      const [a, b] = opened.nodes;
+      expect(await a.wait('w')).toBe(0);
+      expect([await a.take('w'), await a.take('w')]).toEqual([true, true]);
+      const wait = await b.wait('w');
+      expect(wait).toBeGreaterThan(1);
+      expect(wait).toBeLessThanOrEqual(2);
+      expect(await a.wait('w')).toBeLessThanOrEqual(wait);
+      expect(await a.take('w')).toBe(false);
+      expect(await a.wait('fresh')).toBe(0);
+    });
+
     it('holds the budget under concurrent takes from two nodes', async () => {
       opened = await open(10, 0.001);
       const [a, b] = opened.nodes;
