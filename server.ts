@@ -85,7 +85,7 @@ export async function startServer(config: Config): Promise<Running> {
     closers.push(() => new Promise<void>((resolve) => aedes.close(() => resolve())));
     const outbox = brokerOutbox(aedes, log);
     const accounts = new Accounts({
-      store, secret: config.jwtSecret, tokenTtlSeconds: config.tokenTtl, bus, loginFailures: seams.loginFailures,
+      store, secret: config.jwtSecret, tokenTtlSeconds: config.tokenTtl, bus, loginFailures: seams.loginFailures, registerLimiter: seams.registerLimiter, loginLimiter: seams.loginLimiter, passwordHashesInFlight: config.limits.passwordHashesInFlight,
       onError: (err, what) => log.warn({ err }, `failed: ${what}`), // the session sweep: tried again in an hour
     });
     closers.push(() => accounts.close());
@@ -106,7 +106,7 @@ export async function startServer(config: Config): Promise<Running> {
       maxInFlight: config.limits.maxSendsInFlight,
       onError,
     });
-    const chats = new Chats(store, new ChatEventPublisher({ sequencer: seams.sequencer, archive, bus, outbox, onError }), seams.sendClaims);
+    const chats = new Chats(store, new ChatEventPublisher({ sequencer: seams.sequencer, archive, bus, outbox, onError }), seams.sendClaims, seams.searchLimiter);
     const users = new Users(store, presence);
     const edits = new MessageEdits({ store, sequencer: seams.sequencer, archive, membership, claims: seams.sendClaims, targets, outbox });
     const receipts = new Receipts({ store, sequencer: seams.sequencer, membership, throttle: seams.throttle, outbox, onError });

@@ -1,7 +1,8 @@
 import type { ControlBus } from './bus.js';
+import { addressKey } from './client-address.js';
 import { AppError, invalidInput, unauthorized } from './errors.js';
 import { newId } from './ids.js';
-import { dummyHash, hashPassword, verifyPassword } from './passwords.js';
+import { HashSlots, dummyHash, hashPassword, verifyPassword } from './passwords.js';
 import type { RateLimiter } from './rate-limit.js';
 import { DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, cleanName } from './rules.js';
 import type { SessionRecord, Store, UserRecord } from './store/store.js';
@@ -10,6 +11,13 @@ import { issueToken, verifyToken } from './tokens.js';
 export interface Authenticated {
   user: UserRecord;
   session: SessionRecord;
+}
+
+/** Where a registration or login comes from: the client's address (per-address limits) and
+ * a signal that aborts when the client goes away (it gives up its wait for a hash slot). */
+export interface Caller {
+  address: string;
+  signal?: AbortSignal;
 }
 
 const LONE_SURROGATE = /\p{Cs}/u;
@@ -24,6 +32,9 @@ export class Accounts {
   private readonly tokenTtlSeconds: number;
   private readonly bus: ControlBus;
   private readonly loginFailures: RateLimiter;
+  private readonly registerLimiter: RateLimiter;
+  private readonly loginLimiter: RateLimiter;
+  private readonly hashing: HashSlots;
   private readonly sweep: NodeJS.Timeout;
 
   constructor(deps: {
@@ -31,18 +42,26 @@ export class Accounts {
     secret: string;
     tokenTtlSeconds: number;
     bus: ControlBus;
-    /** Budget of failed logins per username; successful logins spend nothing. */
+    /** Budget of failed logins per username and client address; successful logins spend nothing. */
     loginFailures: RateLimiter;
+    /** Budgets of registrations and of login attempts per client address. */
+    registerLimiter: RateLimiter;
+    loginLimiter: RateLimiter;
+    /** Password hashes (scrypt) this process runs at once. */
+    passwordHashesInFlight: number;
     onError: (err: unknown, what: string) => void;
   }) {
     ({ store: this.store, secret: this.secret, tokenTtlSeconds: this.tokenTtlSeconds, bus: this.bus, loginFailures: this.loginFailures } = deps);
+    ({ registerLimiter: this.registerLimiter, loginLimiter: this.loginLimiter } = deps);
+    this.hashing = new HashSlots(deps.passwordHashesInFlight);
     this.sweep = setInterval(() => {
       this.store.deleteExpiredSessions(Date.now()).catch((err: unknown) => deps.onError(err, 'deleting expired sessions'));
     }, SESSION_SWEEP_MS).unref();
   }
 
   /** Usernames are case-insensitive: stored and compared lower-cased. */
-  async register(input: { username: string; password: string; displayName?: string | undefined }): Promise<UserRecord> {
+  async register(input: { username: string; password: string; displayName?: string | undefined }, from: Caller): Promise<UserRecord> {
+    await this.spend(this.registerLimiter, addressKey(from.address), 'too many registrations from this address; try again later');
     const username = input.username.toLowerCase();
     const displayName = cleanName(input.displayName ?? username, DISPLAY_NAME_MAX);
     if (displayName === null) {
@@ -54,24 +73,32 @@ export class Accounts {
     }
     if (LONE_SURROGATE.test(input.password)) throw invalidInput('password must be valid Unicode text (it holds a lone surrogate)');
     // NFC: the same password typed on keyboards that compose "é" and ones that send "e" + U+0301.
-    const passwordHash = await hashPassword(input.password.normalize('NFC'));
+    const password = input.password.normalize('NFC');
+    const passwordHash = await this.hashing.run('register', () => hashPassword(password), from.signal);
     return this.store.createUser({ id: newId(), username, displayName, passwordHash, createdAt: Date.now() });
   }
 
   /** Same answer, and about the same time, for an unknown user and a wrong password. After
-   * too many failures for one username, attempts are refused unchecked for a while. */
-  async login(username: string, password: string): Promise<{ token: string; expiresAt: number; user: UserRecord }> {
+   * too many failures for one username from one address, attempts from that address are
+   * refused unchecked for a while; from elsewhere, the right password still logs in. */
+  async login(username: string, password: string, from: Caller): Promise<{ token: string; expiresAt: number; user: UserRecord }> {
     const key = username.toLowerCase();
-    if (!(await this.loginFailures.has(key))) throw new AppError('rate_limited', 'too many failed logins for this username; try again later');
+    const address = addressKey(from.address);
+    await this.spend(this.loginLimiter, address, 'too many login attempts from this address; try again later');
+    const failures = `${address} ${key}`;
+    const locked = await this.loginFailures.wait(failures);
+    if (locked > 0) throw new AppError('rate_limited', 'too many failed logins for this username from this address; try again later', { retryAfter: locked });
     const user = await this.store.getUserByUsername(key);
     const hash = user?.passwordHash ?? (await dummyHash);
     // A lone surrogate is never a password: hashing would have turned it into U+FFFD, so
     // "\ud800", "\udfff" and "\ufffd" would all match. Accounts registered before passwords
     // were normalised hashed the text as sent: that is tried when it differs from its NFC form.
     const nfc = password.normalize('NFC');
-    const ok = !LONE_SURROGATE.test(password) && ((await verifyPassword(nfc, hash)) || (nfc !== password && (await verifyPassword(password, hash))));
+    const ok =
+      !LONE_SURROGATE.test(password) &&
+      (await this.hashing.run('login', async () => (await verifyPassword(nfc, hash)) || (nfc !== password && (await verifyPassword(password, hash))), from.signal));
     if (!user || !ok) {
-      await this.loginFailures.take(key);
+      await this.loginFailures.take(failures);
       throw unauthorized('wrong username or password');
     }
     const now = Date.now();
@@ -98,6 +125,11 @@ export class Accounts {
   async logout(session: SessionRecord): Promise<void> {
     await this.store.revokeSession(session.id, Date.now());
     await this.bus.publish({ type: 'session.revoked', sessionId: session.id, userId: session.userId });
+  }
+
+  /** Spends one unit of `key`'s budget, or refuses with 429 and when to try again. */
+  private async spend(limiter: RateLimiter, key: string, message: string) {
+    if (!(await limiter.take(key))) throw new AppError('rate_limited', message, { retryAfter: await limiter.wait(key) });
   }
 
   close() {

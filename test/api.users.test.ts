@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { httpFrom } from './helpers/http-from.js';
 import { connectAs } from './helpers/mqtt.js';
 import { pollUntil } from './helpers/poll.js';
 import { newId } from '../core/ids.js';
@@ -87,16 +88,20 @@ describe('REST accounts: /api/users', () => {
     expect(wrong.body.error.code).toBe('unauthorized');
   });
 
-  it('refuses logins for a username after 10 failures with 429 rate_limited, even with the right password', async () => {
+  it('after 10 failures for a username from one address refuses that address with 429 rate_limited, even with the right password; the user logs in from another', async () => {
     await srv.http.post('/api/users', { username: 'guessme', password: 'the-real-one' });
+    const attacker = httpFrom('127.0.0.21', srv.url);
     for (let i = 0; i < 10; i++) {
-      expect((await srv.http.post('/api/users/login', { username: 'guessme', password: `guess-${i}` })).status).toBe(401);
+      expect((await attacker.post('/api/users/login', { username: 'guessme', password: `guess-${i}` })).status).toBe(401);
     }
-    const locked = await srv.http.post('/api/users/login', { username: 'GuessMe', password: 'the-real-one' });
+    const locked = await attacker.post('/api/users/login', { username: 'GuessMe', password: 'the-real-one' });
     expect([locked.status, locked.body.error.code]).toEqual([429, 'rate_limited']);
-    // Other accounts are not affected.
+    expect(Number(locked.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // The real user, from their own address, is not locked out.
+    expect((await httpFrom('127.0.0.22', srv.url).post('/api/users/login', { username: 'guessme', password: 'the-real-one' })).status).toBe(200);
+    // Other accounts are not affected, from the attacker's address either.
     await srv.http.post('/api/users', { username: 'bystander', password: 'the-real-one' });
-    expect((await srv.http.post('/api/users/login', { username: 'bystander', password: 'the-real-one' })).status).toBe(200);
+    expect((await attacker.post('/api/users/login', { username: 'bystander', password: 'the-real-one' })).status).toBe(200);
   });
 
   it('GET /api/users/me returns the caller', async () => {

@@ -1,11 +1,22 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import type { Accounts } from '../../core/accounts.js';
+import type { Accounts, Caller } from '../../core/accounts.js';
 import { PASSWORD_MAX } from '../../core/rules.js';
 import type { Users } from '../../core/users.js';
 import { caller } from '../auth.js';
 import type { Presenter } from '../present.js';
 import { DisplayName, Password, SearchQuery, UserPage, Username, errors } from '../schemas.js';
+
+/** The client's address, and a signal for its going away before the answer (req.signal
+ * would not do: it aborts once the body is read). */
+function from(req: FastifyRequest, reply: FastifyReply): Caller {
+  const gone = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) gone.abort();
+  });
+  return { address: req.ip ?? 'unknown', signal: gone.signal }; // no ip: the socket is already gone
+}
 
 const UserReply = Type.Object({ user: Type.Ref('User') });
 const UsersReply = Type.Object({ users: Type.Array(Type.Ref('User')), hasMore: Type.Boolean() });
@@ -19,10 +30,10 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ accounts: Accounts; users:
     schema: {
       tags, summary: 'Register an account',
       body: Type.Object({ username: Username, password: Password, displayName: Type.Optional(DisplayName) }, { additionalProperties: false }),
-      response: { 201: UserReply, ...errors(400, 409) },
+      response: { 201: UserReply, ...errors(400, 409, 429, 503) },
     },
   }, async (req, reply) => {
-    const user = await accounts.register(req.body);
+    const user = await accounts.register(req.body, from(req, reply));
     return reply.code(201).send({ user: await presenter.user(user) });
   });
 
@@ -33,10 +44,10 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ accounts: Accounts; users:
         { username: Type.String({ minLength: 1, maxLength: 64 }), password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX * 4 }) },
         { additionalProperties: false },
       ),
-      response: { 200: Type.Object({ token: Type.String(), expiresAt: Type.String({ format: 'date-time' }), user: Type.Ref('User') }), ...errors(400, 401, 429) },
+      response: { 200: Type.Object({ token: Type.String(), expiresAt: Type.String({ format: 'date-time' }), user: Type.Ref('User') }), ...errors(400, 401, 429, 503) },
     },
-  }, async (req) => {
-    const { token, expiresAt, user } = await accounts.login(req.body.username, req.body.password);
+  }, async (req, reply) => {
+    const { token, expiresAt, user } = await accounts.login(req.body.username, req.body.password, from(req, reply));
     return { token, expiresAt: new Date(expiresAt).toISOString(), user: await presenter.user(user) };
   });
 
