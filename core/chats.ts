@@ -4,6 +4,7 @@ import { CHAT_NAME_MAX, MAX_GROUP_MEMBERS, MESSAGE_SEARCH_MAX as SEARCH_MAX, MES
 import type { ActivityKey, ChatRecord, ChatState, ChatType, MessageRange, Page, PageOf, ReadPointer, Store, Visibility } from './store/store.js';
 import { normalizeForSearch } from './search-text.js';
 import type { ChatEvents } from './chat-events.js';
+import type { RateLimiter } from './rate-limit.js';
 import type { Envelope, StoredMessage } from './envelope.js';
 import { type SendClaims, membersLock } from './send-claims.js';
 
@@ -20,6 +21,8 @@ export class Chats {
     private readonly events: ChatEvents,
     /** Claims of `members:<chatId>` make a chat's membership changes one at a time (below). */
     private readonly claims: SendClaims,
+    /** Message searches per user (config.limits.searchBurst, searchRate). */
+    private readonly searchLimiter: RateLimiter,
   ) {}
 
   /**
@@ -109,6 +112,10 @@ export class Chats {
     const raw = [...query.q].length;
     const q = normalizeForSearch(query.q);
     if (raw < SEARCH_MIN || raw > SEARCH_MAX || [...q].length < SEARCH_MIN) throw invalidInput(`q must be ${SEARCH_MIN}-${SEARCH_MAX} characters`);
+    // Per user, so that one user's searches cannot take the search thread from everyone else's.
+    if (!(await this.searchLimiter.take(callerId))) {
+      throw new AppError('rate_limited', 'too many searches; retry later', { retryAfter: await this.searchLimiter.wait(callerId) });
+    }
     let chatIds: string[];
     if (query.chatId !== undefined) {
       const chat = await this.store.getChat(query.chatId);
