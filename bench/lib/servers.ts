@@ -48,16 +48,17 @@ function note(problems: Map<string, number>, line: string) {
 }
 
 /**
- * The chat server as it is run for real: `node dist/main.js`, default limits, fresh data
+ * The chat server as it is run for real: `node dist/main.js`, default limits (but the
+ * credential limits raised unless `roomy` is false: see ROOMY_LIMITS), fresh data
  * directory holding a copy of the seeded template store. Ports come from its pino log lines.
  */
-export async function startChat(templateDb: string, extraEnv: Record<string, string> = {}): Promise<Server> {
+export async function startChat(templateDb: string, extraEnv: Record<string, string> = {}, o: { roomy?: boolean } = {}): Promise<Server> {
   const dataDir = trackDir(mkdtempSync(join(tmpdir(), 'mqtt-chat-bench-run-')));
   copyFileSync(templateDb, join(dataDir, 'chat.db'));
   const env: NodeJS.ProcessEnv = { ...process.env };
   // The embedded deployment is what is measured: no cluster or external store from the caller's shell.
   for (const name of ['REDIS_URL', 'AMQP_URL', 'MONGO_URL', 'ROLES', 'TLS_CERT', 'TLS_KEY', 'NODE_OPTIONS']) delete env[name];
-  Object.assign(env, { HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATA_DIR: dataDir, JWT_SECRET, LOG_LEVEL: 'info', ...ROOMY_LIMITS, ...extraEnv });
+  Object.assign(env, { HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', DATA_DIR: dataDir, JWT_SECRET, LOG_LEVEL: 'info', ...(o.roomy === false ? {} : ROOMY_LIMITS), ...extraEnv });
   // BENCH_CHAT_NODE_ARGS: extra node flags for the chat server, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const nodeArgs = process.env.BENCH_CHAT_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   // The flags `npm start` (package.json) and the Dockerfile run the server with.
