@@ -106,7 +106,7 @@ export async function startServer(config: Config): Promise<Running> {
       maxInFlight: config.limits.maxSendsInFlight,
       onError,
     });
-    const chats = new Chats(store, new ChatEventPublisher({ sequencer: seams.sequencer, archive, bus, outbox, onError }), seams.sendClaims);
+    const chats = new Chats(store, new ChatEventPublisher({ sequencer: seams.sequencer, archive, bus, outbox, onError }), seams.sendClaims, seams.searchLimiter);
     const users = new Users(store, presence);
     const edits = new MessageEdits({ store, sequencer: seams.sequencer, archive, membership, claims: seams.sendClaims, targets, outbox });
     const receipts = new Receipts({ store, sequencer: seams.sequencer, membership, throttle: seams.throttle, outbox, onError });
