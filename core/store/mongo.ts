@@ -9,6 +9,7 @@ import type {
   ActivityKey, Appended, ChatRecord, ChatState, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
   ReadPointer, RecentSend, SessionRecord, Store, UserRecord, Visibility,
 } from './store.js';
+import { SEARCH_CANDIDATES } from './store.js';
 
 /**
  * MongoDB store (official `mongodb` driver), for deployments that outgrow one machine.
@@ -566,16 +567,23 @@ export class MongoStore implements Store {
     // $all finds the messages holding every bigram of the query, but anywhere in the text and
     // in any order: each candidate's substring is confirmed here. Deleted messages have no
     // grams, so they are never candidates. Newest first by id (UUIDv7: time order), fetched in
-    // batches of a page until a page and one more are confirmed (breaking out closes the cursor).
+    // batches of a page until a page and one more are confirmed (breaking out closes the cursor),
+    // or SEARCH_CANDIDATES were looked at (the budget: store.ts).
     const found: StoredMessage[] = [];
     const candidates = this.messages.find(filter, { sort: { _id: -1 }, projection: { envelope: 1 }, hint: SEARCH_INDEX, batchSize: page.limit + 1 });
+    let examined = 0;
+    let exhausted = false;
     for await (const d of candidates) {
+      if (++examined > SEARCH_CANDIDATES) {
+        exhausted = true;
+        break;
+      }
       const m = d.envelope;
       if (m.type === 'message' && 'text' in m && normalizeForSearch(m.text).includes(query)) found.push(m);
       if (found.length > page.limit) break;
     }
     const results = pageOf(found, page.limit);
-    return { messages: results.items, hasMore: results.hasMore };
+    return { messages: results.items, hasMore: results.hasMore || (exhausted && found.length > 0) };
   }
 }
 

@@ -1,10 +1,11 @@
 import Database from 'better-sqlite3';
 import { closeSync, fsync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { groupFull, notFound, usernameTaken } from '../errors.js';
+import { AppError, groupFull, notFound, usernameTaken } from '../errors.js';
 import { type Envelope, type StoredMessage, envelopeJson, parseEnvelope } from '../envelope.js';
 import { normalizeForSearch, searchTokens } from '../search-text.js';
 import { LogWriter, type MessageRow } from './sqlite-log-writer.js';
+import { SEARCH_PENDING_MAX, SEARCH_PHRASE_TOKENS, SearchThread } from './sqlite-search.js';
 import type {
   ActivityKey, Appended, ChatRecord, ChatState, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
   ReadPointer, RecentSend, SessionRecord, Store, UserRecord,
@@ -175,6 +176,10 @@ export class SqliteStore implements Store {
   private readonly wal: WalSync;
   /** Appends messages on a thread of its own. */
   private readonly writer: LogWriter;
+  /** Runs message searches on a thread of its own. */
+  private readonly searcher: SearchThread;
+  /** Searches admitted and not yet answered (bounded: SEARCH_PENDING_MAX). */
+  private searchesPending = 0;
 
   /** `file`: the database file, created if missing (a file is needed: the message log is
    * written by a second connection, on its own thread). */
@@ -194,6 +199,7 @@ export class SqliteStore implements Store {
     this.migrate();
     this.wal = new WalSync(`${file}-wal`);
     this.writer = new LogWriter(file);
+    this.searcher = new SearchThread(file);
     const db = this.db;
     this.s = {
       insertUser: db.prepare('INSERT INTO users (id, username, display_name, search_name, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
@@ -266,13 +272,6 @@ export class SqliteStore implements Store {
          ORDER BY activity DESC, number DESC LIMIT @limit`,
       ),
       rowidOfMessage: db.prepare<[string], { rowid: number }>('SELECT rowid FROM messages WHERE id = ?'),
-      // Newest first: FTS5 walks its doclists backwards by rowid, and each candidate's chat is
-      // checked through the messages rowid.
-      search: db.prepare<[{ match: string; before: number; chats: string; limit: number }], { envelope: string }>(
-        `SELECT m.envelope FROM message_search s JOIN messages m ON m.rowid = s.rowid
-         WHERE message_search MATCH @match AND s.rowid < @before AND m.chat_id IN (SELECT value FROM json_each(@chats))
-         ORDER BY s.rowid DESC LIMIT @limit`,
-      ),
       recentSends: db.prepare<[number], { chat_id: string; sender_id: string; client_msg_id: string; id: string; seq: number }>(
         'SELECT chat_id, sender_id, client_msg_id, id, seq FROM messages WHERE client_msg_id IS NOT NULL ORDER BY id DESC LIMIT ?',
       ),
@@ -299,6 +298,7 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     await this.seenWritten?.catch(() => {});
     await this.writer.close();
+    await this.searcher.close();
     await this.wal.close();
     if (this.db.open) this.db.close();
   }
@@ -589,17 +589,33 @@ export class SqliteStore implements Store {
   async searchMessages(query: string, chatIds: readonly string[], page: { before?: string | undefined; limit: number }): Promise<{ messages: StoredMessage[]; hasMore: boolean }> {
     const tokens = searchTokens(query);
     if (tokens.length === 0 || chatIds.length === 0) return { messages: [], hasMore: false };
-    await this.writer.indexed();
-    let before = Number.MAX_SAFE_INTEGER;
-    if (page.before !== undefined) {
-      const cursor = this.s.rowidOfMessage.get(page.before);
-      if (!cursor) return { messages: [], hasMore: false };
-      before = cursor.rowid;
+    // Counted from here: a search waiting for the index to catch up holds its place too.
+    if (this.searchesPending >= SEARCH_PENDING_MAX) {
+      throw new AppError('unavailable', 'too many searches in progress; retry shortly', { retryAfter: 1 });
     }
-    // A phrase of the query's tokens: each token is [0-9a-fx]+, so nothing in it is FTS5 syntax.
-    const rows = this.s.search.all({ match: `"${tokens.join(' ')}"`, before, chats: JSON.stringify(chatIds), limit: page.limit + 1 });
-    const found = pageOf(rows, page.limit);
-    return { messages: found.items.map((r) => parseEnvelope(r.envelope) as StoredMessage), hasMore: found.hasMore };
+    this.searchesPending++;
+    try {
+      await this.writer.indexed();
+      let before = Number.MAX_SAFE_INTEGER;
+      if (page.before !== undefined) {
+        const cursor = this.s.rowidOfMessage.get(page.before);
+        if (!cursor) return { messages: [], hasMore: false };
+        before = cursor.rowid;
+      }
+      // A phrase of the query's first tokens: each token is [0-9a-fx]+, so nothing in it is FTS5
+      // syntax. A longer query is confirmed on each candidate's text (SEARCH_PHRASE_TOKENS).
+      const found = await this.searcher.search({
+        match: `"${tokens.slice(0, SEARCH_PHRASE_TOKENS).join(' ')}"`,
+        query,
+        confirm: tokens.length > SEARCH_PHRASE_TOKENS,
+        chatIds,
+        before,
+        limit: page.limit,
+      });
+      return { messages: found.envelopes.map((e) => parseEnvelope(e) as StoredMessage), hasMore: found.hasMore };
+    } finally {
+      this.searchesPending--;
+    }
   }
 }
 

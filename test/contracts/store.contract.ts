@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Envelope, MessageEnvelope, SystemEnvelope } from '../../core/envelope.js';
 import { AppError } from '../../core/errors.js';
 import { newId } from '../../core/ids.js';
-import type { ChatRecord, Store, UserRecord } from '../../core/store/store.js';
+import { type ChatRecord, SEARCH_CANDIDATES, type Store, type UserRecord } from '../../core/store/store.js';
 
 /**
  * The store contract: every Store implementation runs this suite against itself, e.g.
@@ -648,6 +648,33 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         expect((await store.searchMessages('hello', [mine.id], { limit: 10 })).messages.map((m) => m.seq)).toEqual([7, 6, 5, 4, 1]);
         expect(await find('goodbye', [mine.id])).toEqual(['goodbye']);
         expect((await store.searchMessages('hello', [mine.id, theirs.id], { limit: 1 })).messages[0]!.chatId).toBe(theirs.id);
+      });
+
+      it('matches a long query in full, not by its beginning: 64 × "a" in 1,000 × "a", not in 63 × "a" + "b"', async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        const texts = ['a'.repeat(1000), `${'a'.repeat(63)}b`, 'the quick brown fox jumps', 'the quick brown cat jumps', 'the quick brown'];
+        await store.appendMessages(texts.map((t, i) => message(chat.id, i + 1, t)));
+        expect(await find('a'.repeat(64), [chat.id])).toEqual([texts[0]]);
+        expect(await find(`${'a'.repeat(63)}b`, [chat.id])).toEqual([texts[1]]);
+        expect(await find('quick brown fox', [chat.id])).toEqual([texts[2]]);
+        expect(await find('the quick brown', [chat.id])).toEqual([texts[4], texts[3], texts[2]]);
+      });
+
+      it(`looks at no more than SEARCH_CANDIDATES (${SEARCH_CANDIDATES}) candidates a call: the page holds what they gave, hasMore only if that is anything`, async () => {
+        const [o] = await users(1);
+        const chat = await group(o!.id, []);
+        // The decoys hold every pair of q, and its first nine characters, but not q: candidates
+        // for either store's index, each refused when its text is confirmed.
+        const q = 'aaaaaaaaaab';
+        const decoys = Array.from({ length: SEARCH_CANDIDATES }, (_, i) => message(chat.id, i + 2, 'aaaaaaaaaa ab'));
+        await store.appendMessages([message(chat.id, 1, 'old aaaaaaaaaab'), ...decoys, message(chat.id, SEARCH_CANDIDATES + 2, 'new aaaaaaaaaab')]);
+        const first = await store.searchMessages(q, [chat.id], { limit: 10 });
+        expect({ texts: first.messages.map((m) => ('text' in m ? m.text : null)), hasMore: first.hasMore }).toEqual({ texts: ['new aaaaaaaaaab'], hasMore: true });
+        // From there the budget runs out on the decoys: the oldest is past it, and nothing more is offered.
+        expect(await store.searchMessages(q, [chat.id], { before: first.messages[0]!.id, limit: 10 })).toEqual({ messages: [], hasMore: false });
+        // Within the budget it is found.
+        expect(await find('old aaaa', [chat.id])).toEqual(['old aaaaaaaaaab']);
       });
     });
   });
