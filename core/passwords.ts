@@ -38,7 +38,7 @@ export type HashPurpose = 'login' | 'register';
 
 /** Waiters allowed per slot before the next one is refused: enough to ride out a short burst,
  * few enough that a waiter is answered within a few hash times. */
-const QUEUED_PER_SLOT = 4;
+export const HASHES_QUEUED_PER_SLOT = 4;
 
 /**
  * The process-wide bound on concurrent password hashing. scrypt is deliberately costly (memory
@@ -57,7 +57,7 @@ export class HashSlots {
 
   constructor(private readonly slots: number) {
     this.registrationSlots = Math.max(1, Math.ceil(slots / 2));
-    this.maxQueued = { login: QUEUED_PER_SLOT * slots, register: QUEUED_PER_SLOT * this.registrationSlots };
+    this.maxQueued = { login: HASHES_QUEUED_PER_SLOT * slots, register: HASHES_QUEUED_PER_SLOT * this.registrationSlots };
   }
 
   /** Runs `work` in a slot, waiting in the queue if need be. A caller that gives up (its

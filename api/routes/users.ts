@@ -12,6 +12,7 @@ import { DisplayName, Password, SearchQuery, UserPage, Username, errors } from '
  * would not do: it aborts once the body is read). */
 function from(req: FastifyRequest, reply: FastifyReply): Caller {
   const gone = new AbortController();
+  if (req.socket.destroyed) gone.abort(); // went away before this handler ran
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) gone.abort();
   });
