@@ -20,7 +20,7 @@ export const messagesRoutes: FastifyPluginAsyncTypebox<{ chats: Chats; edits: Me
       ...schema,
       summary: "Messages of your chats (or of chatId) containing q as literal text, case-insensitively, in any script; newest first. before: the id of the last result seen",
       querystring: MessageSearchQuery,
-      response: { 200: Type.Object({ messages: Type.Array(Type.Ref('Envelope')), hasMore: Type.Boolean() }), ...errors(400, 401, 403, 404) },
+      response: { 200: Type.Object({ messages: Type.Array(Type.Ref('Envelope')), hasMore: Type.Boolean() }), ...errors(400, 401, 403, 404, 429, 503) },
     },
   }, async (req) => chats.search(caller(req).user.id, req.query));
 
