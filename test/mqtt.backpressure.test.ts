@@ -183,6 +183,7 @@ describe('a connection past its outgoing bound for longer than the grace time is
     [reader, watcher] = await s.users(2, 'reader');
     senders = await s.users(40, 'sender');
     chat = (await s.group(reader!, senders)).id;
+    await s.direct(watcher!, reader!); // presence reaches only those who share a chat
   });
 
   it('the reader goes offline, the senders are served throughout, and on reconnecting it finds every message in history', { timeout: 90_000 }, async () => {
