@@ -3,6 +3,7 @@ import type { BrokerContext } from './context.js';
 
 /** CONNACK return codes of MQTT 3.1.1 used here. */
 const IDENTIFIER_REJECTED = 2;
+const SERVER_UNAVAILABLE = 3;
 const BAD_USERNAME_OR_PASSWORD = 4;
 const NOT_AUTHORIZED = 5;
 
@@ -33,20 +34,39 @@ export function authenticate(ctx: BrokerContext) {
         const idOk = assignedId.has(client) ? client.clean : id === user.id || (id.startsWith(`${user.id}/`) && DEVICE.test(id.slice(user.id.length + 1)));
         if (!idOk) return refuse(IDENTIFIER_REJECTED, 'client id must be empty (clean session), <userId> or <userId>/<device>');
         const max = ctx.limits.maxConnectionsPerUser;
-        if (ctx.connections.count(user.id, id) >= max) {
-          return refuse(NOT_AUTHORIZED, `at most ${max} connections per user`);
-        }
+        const tooMany = () => ctx.connections.count(user.id, id) >= max;
+        if (tooMany()) return refuse(NOT_AUTHORIZED, `at most ${max} connections per user`);
 
-        ctx.connections.attach(client, {
-          user: { id: user.id, username: user.username, displayName: user.displayName },
-          sessionId: session.id,
-          expiresAt: session.expiresAt,
-        });
-        // Client wills are discarded (Aedes keeps the one being set up in `_will`, not in its
-        // types): offline presence comes from the connection registry, which knows about the
-        // user's other devices and, in a cluster, about dead nodes.
-        (client as unknown as { _will: unknown })._will = null;
-        done(null, true);
+        // Known before any SUBSCRIBE: the user's chats (presence goes to co-members only).
+        void ctx.sharedChats.open(client, user.id).then(
+          () => {
+            // Gone meanwhile: Aedes goes no further with it (and emits no 'clientDisconnect').
+            if (client.closed || (client.conn as unknown as { destroyed: boolean }).destroyed) {
+              ctx.sharedChats.close(client);
+              return refuse(NOT_AUTHORIZED, 'connection closed during authentication');
+            }
+            if (tooMany()) {
+              // Asked again: others of the user's connections may have got through meanwhile.
+              ctx.sharedChats.close(client);
+              return refuse(NOT_AUTHORIZED, `at most ${max} connections per user`);
+            }
+            ctx.connections.attach(client, {
+              user: { id: user.id, username: user.username, displayName: user.displayName },
+              sessionId: session.id,
+              expiresAt: session.expiresAt,
+            });
+            ctx.subscriptions.open(client, user.id);
+            // Client wills are discarded (Aedes keeps the one being set up in `_will`, not in its
+            // types): offline presence comes from the connection registry, which knows about the
+            // user's other devices and, in a cluster, about dead nodes.
+            (client as unknown as { _will: unknown })._will = null;
+            done(null, true);
+          },
+          (err: unknown) => {
+            ctx.log.error({ err, userId: user.id }, 'could not read the chats of a connecting user');
+            refuse(SERVER_UNAVAILABLE, 'server unavailable, try again');
+          },
+        );
       },
       (err: Error) => refuse(BAD_USERNAME_OR_PASSWORD, err.message),
     );

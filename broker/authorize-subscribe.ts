@@ -2,11 +2,6 @@ import type { Client, Subscription } from 'aedes';
 import type { BrokerContext } from './context.js';
 import { parseTopic } from './topics.js';
 
-/**
- * SUBSCRIBE: allowed by the topic table only. A refused topic gets the failure return code
- * (0x80) in the SUBACK and the connection stays up, so a client that re-subscribes to a chat
- * it has left after a reconnect is told, not disconnected. QoS is capped by capRequestedQos.
- */
 /** Highest QoS a topic is served with: typing and receipts are fire-and-forget (receipts catch
  * up by REST), the rest at least once. */
 export const maxQos = (topic: string): 0 | 1 => (topic.endsWith('/typing') || topic.endsWith('/receipts') ? 0 : 1);
@@ -25,26 +20,41 @@ export function capRequestedQos(client: Client) {
   });
 }
 
+/**
+ * SUBSCRIBE (and the subscriptions of a persistent session being restored): allowed by the
+ * topic table, within the subscription budget of the connection and of its user. A refused
+ * topic gets the failure return code (0x80) in the SUBACK and the connection stays up, so a
+ * client that re-subscribes to a chat it has left after a reconnect is told, not disconnected.
+ * QoS is capped by capRequestedQos.
+ */
 export function authorizeSubscribe(ctx: BrokerContext) {
   return (client: Client, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void) => {
     const conn = ctx.connections.get(client);
     const topic = parseTopic(sub.topic, { subscription: true });
     if (!conn || !topic) return done(null, null);
+    // Counted from here, so that the filters of one SUBSCRIBE, checked in parallel, all count.
+    const taken = ctx.subscriptions.take(client, sub.topic);
+    if (taken !== 'held' && taken !== 'taken') return done(null, null);
     const grant = () => done(null, sub);
+    const refuse = () => {
+      // A filter already held stays held: Aedes keeps the subscription it has.
+      if (taken === 'taken') ctx.subscriptions.give(client, sub.topic);
+      done(null, null);
+    };
 
     switch (topic.kind) {
       case 'presence':
-        return grant();
+        return grant(); // anyone's, but only co-members' are delivered (authorizeForward)
       case 'inbox':
-        return topic.userId === conn.user.id ? grant() : done(null, null);
+        return topic.userId === conn.user.id ? grant() : refuse();
       case 'messages':
       case 'typing':
       case 'receipts':
         ctx.membership.check(topic.chatId, conn.user.id).then(
-          (member) => (member ? grant() : done(null, null)),
+          (member) => (member ? grant() : refuse()),
           (err: unknown) => {
             ctx.log.error({ err, topic: sub.topic }, 'membership check failed');
-            done(null, null);
+            refuse();
           },
         );
     }

@@ -24,6 +24,8 @@ import type { Connections } from './connections.js';
 import type { BrokerContext } from './context.js';
 import { boundOutgoingQueue } from './outgoing-queue.js';
 import { guardPacketSize } from './packet-guard.js';
+import { SharedChats } from './shared-chats.js';
+import { SubscriptionBudget } from './subscriptions.js';
 import { disconnectAll, onClientGone, onClientReady, publishPresence } from './presence.js';
 import { topics } from './topics.js';
 
@@ -79,6 +81,8 @@ export class ChatBroker {
       receipts: deps.receipts,
       presence: deps.presence,
       connections: deps.connections,
+      subscriptions: new SubscriptionBudget(limits.maxSubscriptionsPerConnection, limits.maxSubscriptionsPerUser),
+      sharedChats: new SharedChats(deps.store, deps.membership, bus, (err, what) => deps.log.error({ err }, what)),
       typingLimiter: deps.typingLimiter,
       limits,
       log: deps.log,
@@ -106,9 +110,17 @@ export class ChatBroker {
       oversizeClosed();
       warnOversize(fields);
     };
+    metrics.gauge('chat_mqtt_subscriptions', 'Topic filters held by the MQTT connections of this node', () => ctx.subscriptions.held);
+    metrics.gauge('chat_mqtt_subscribed_users', 'Users with a subscription budget on this node (one per connected user)', () => ctx.subscriptions.users);
+    metrics.gauge('chat_mqtt_chat_lists', 'Users whose chat lists this node holds for presence (one per connected user)', () => ctx.sharedChats.users);
     this.logSlowClosed = throttledLog((fields, message) => ctx.log.warn(fields, message), 'mqtt client does not read what is sent to it: connection closed');
     aedes.on('clientReady', (client) => onClientReady(ctx, client));
     aedes.on('clientDisconnect', (client) => onClientGone(ctx, client));
+    // Also after a server-side unsubscribe (a removed member); a closing connection gives its
+    // whole budget back in onClientGone.
+    aedes.on('unsubscribe', (filters, client) => {
+      for (const filter of filters) ctx.subscriptions.give(client, filter);
+    });
     aedes.on('clientError', (client, err) => ctx.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));
     aedes.on('connectionError', (_client, err) => ctx.log.debug({ err: err.message }, 'mqtt connection error'));
     // Aedes emits 'error' for failures outside any client (e.g. publishing wills); an
@@ -181,6 +193,9 @@ export class ChatBroker {
     }
     const { limits } = this.ctx;
     const client = this.ctx.aedes.handle(stream, req);
+    // Aedes emits 'clientDisconnect' only for a registered client: one whose socket closes while
+    // its connect steps run (after authentication) would keep what it was given here.
+    stream.once('close', () => onClientGone(this.ctx, client));
     guardPacketSize(client, limits.maxPacketBytes, (announced) => this.logOversize({ ip, announced, max: limits.maxPacketBytes }));
     capRequestedQos(client);
     const bound = { bytes: limits.outgoingQueueBytes, packets: limits.outgoingQueuePackets, graceMs: limits.outgoingQueueGraceMs };
@@ -205,6 +220,7 @@ export class ChatBroker {
     await new Promise<void>((resolve) => this.ctx.aedes.close(() => resolve()));
     this.wss.close();
     this.unsubscribeBus();
+    this.ctx.sharedChats.stop();
     await tcpClosed;
   }
 }

@@ -34,8 +34,11 @@ export function onClientReady(ctx: BrokerContext, client: Client) {
   );
 }
 
-/** 'clientDisconnect': clean DISCONNECT, dropped socket, takeover, kick or shutdown alike. */
+/** 'clientDisconnect' (or the socket's close, whichever comes first): clean DISCONNECT, dropped
+ * socket, takeover, kick or shutdown alike. What the connection held comes back, also when it
+ * went before it was ready. Idempotent. */
 export function onClientGone(ctx: BrokerContext, client: Client) {
+  release(ctx, client);
   const conn = ctx.connections.remove(client);
   if (!conn) return;
   ctx.presence.disconnected(conn.user.id).then(
@@ -59,4 +62,12 @@ export async function disconnectAll(ctx: BrokerContext): Promise<void> {
       if (conn && (await ctx.presence.disconnected(conn.user.id))) await publishPresence(ctx, conn.user.id, 'offline');
     }),
   );
+  // Only now: those offline values went to the co-members found by their chat lists.
+  for (const client of clients) release(ctx, client);
+}
+
+/** The connection's subscription budget and its share of its user's chat list. */
+function release(ctx: BrokerContext, client: Client) {
+  ctx.subscriptions.close(client);
+  ctx.sharedChats.close(client);
 }

@@ -5,7 +5,8 @@
  *   chats/{chatId}/typing     members subscribe and publish (QoS 0, throttled, not stored)
  *   chats/{chatId}/receipts   members subscribe (QoS 0) and publish {"readSeq"} (never forwarded:
  *                             the server announces pointers, coalesced)
- *   users/{userId}/presence   any signed-in user subscribes (also users/+/presence); server publishes
+ *   users/{userId}/presence   any signed-in user subscribes (also users/+/presence); server publishes;
+ *                             delivered only to that user and its co-members (authorize-forward.ts)
  *   users/{userId}/inbox      that user subscribes; server publishes
  */
 export type Topic =

@@ -41,7 +41,10 @@ describe(`MQTT fuzz: FUZZ_SEED=${SEED}, about ${PACKETS.toLocaleString('en-US')}
       pairChat = (await s.direct(alice, bob)).id;
       target = {
         mqttPort: 0, httpPort: 0, foreignChatId: pairChat, foreignUserId: alice.user.id,
-        users: users.map((u, i) => ({ id: u.user.id, username: u.user.username, token: u.token, chatId: chats[Math.floor(i / 10)]! })),
+        users: users.map((u, i) => {
+          const g = Math.floor(i / 10);
+          return { id: u.user.id, username: u.user.username, token: u.token, chatId: chats[g]!, memberIds: users.slice(g * 10, g * 10 + 10).map((m) => m.user.id) };
+        }),
       };
     });
     srv = await serverReady(launchServer({ DATA_DIR: dataDir, JWT_SECRET: TEST_SECRET }));

@@ -149,12 +149,21 @@ describe('MQTT access control', () => {
       expect(await subscribeGranted(c.conn.client, [typingTopic(carolChat.id)], 1)).toEqual([0]);
     });
 
-    it("lets any signed-in user watch anyone's presence, and delivers the retained status", async () => {
+    it("lets any signed-in user subscribe to anyone's presence, but delivers (retained status included) only its own and its co-members'", async () => {
       const c = await connect(carol);
-      expect(await subscribeGranted(c.conn.client, [presenceTopic(bob.user.id)])).toEqual([1]);
-      const [status] = await c.conn.waitFor(1, presenceTopic(bob.user.id));
-      expect(status!.json).toEqual({ userId: bob.user.id, status: 'online', lastSeenAt: expect.any(String) });
-      expect(await subscribeGranted(c.conn.client, [presenceTopic(newId()), 'users/+/presence'])).toEqual([1, 1]);
+      // bob shares no chat with carol, alice does (carolChat). In one SUBSCRIBE the retained
+      // values come in topic order: alice's arriving shows that bob's was held back.
+      expect(await subscribeGranted(c.conn.client, [presenceTopic(bob.user.id), presenceTopic(alice.user.id)])).toEqual([1, 1]);
+      const [status] = await c.conn.waitFor(1, presenceTopic(alice.user.id));
+      expect(status!.json).toEqual({ userId: alice.user.id, status: 'online', lastSeenAt: expect.any(String) });
+      expect(c.conn.on(presenceTopic(bob.user.id))).toEqual([]);
+
+      const all = await connect(carol);
+      expect(await subscribeGranted(all.conn.client, [presenceTopic(newId()), 'users/+/presence'])).toEqual([1, 1]);
+      // carol's own value was retained after bob's (she connected after him).
+      await waitForMessage(all.conn, presenceTopic(carol.user.id), (m) => m.json.status === 'online');
+      expect(all.conn.on(presenceTopic(alice.user.id))).toHaveLength(1);
+      expect(all.conn.on(presenceTopic(bob.user.id))).toEqual([]);
     });
   });
 

@@ -7,7 +7,9 @@ import { Http, type Json, type TestServer, startTestServer, tempDir } from './he
 
 /**
  * Presence over MQTT: `users/{userId}/presence` carries, retained, {userId, status, lastSeenAt}.
- * A user is online while at least one of its connections is up; REST agrees.
+ * A user is online while at least one of its connections is up; REST agrees. Presence reaches
+ * only the user and those it shares a chat with (test/abuse.mqtt.test.ts), so the users here
+ * share a group.
  */
 
 type Who = { user: Json; token: string };
@@ -60,6 +62,8 @@ describe('presence (in-process server)', () => {
   beforeAll(async () => {
     srv = await startTestServer();
     [alice, observer, marker] = await Promise.all([srv.signUp(), srv.signUp(), srv.signUp()]);
+    const together = await srv.http.post('/api/chats', { type: 'group', name: 'presence', memberIds: [alice.user.id, marker.user.id] }, observer.token);
+    expect(together.status).toBe(201);
     obs = await track(connectAs(srv, observer));
     expect(await subscribeGranted(obs.client, ['users/+/presence'])).toEqual([1]);
   });
@@ -244,6 +248,7 @@ describe('presence on graceful shutdown (node dist/main.js, SIGTERM)', () => {
     };
     const alice = await signUp('shut_alice');
     const bob = await signUp('shut_bob');
+    expect((await http.post('/api/chats', { type: 'direct', memberIds: [alice.user.id] }, bob.token)).status).toBe(201);
 
     const a = await connectAs(addr, alice);
     const b = await connectAs(addr, bob);

@@ -10,7 +10,8 @@ import { connectPacket, publishPacket, publishQos0, str, subscribePacket, varint
  * from its own generator (`caseRng(s, i)`), so any case replays alone.
  *
  * The oracle per case: the server never sends the fuzzing user anything it may not see (only
- * its own chat, its own inbox and presence). The caller checks the rest between batches: the
+ * its own chat, its own inbox, and the presence of itself and of its chat's members, never a
+ * stranger's). The caller checks the rest between batches: the
  * server is up and two legitimate users still exchange messages, and nothing reached them
  * that should not.
  */
@@ -21,6 +22,8 @@ export interface FuzzUser {
   token: string;
   /** The one chat the user is a member of. */
   chatId: string;
+  /** The members of that chat (the user included): the only users whose presence it may see. */
+  memberIds: string[];
 }
 
 export interface FuzzTarget {
@@ -297,7 +300,9 @@ export function publishTopics(data: Buffer): string[] {
 
 /** What `user` may receive. */
 function allowed(user: FuzzUser, topic: string): boolean {
-  return topic === `chats/${user.chatId}/messages` || topic === `chats/${user.chatId}/typing` || topic === `chats/${user.chatId}/receipts` || topic === `users/${user.id}/inbox` || /^users\/[0-9a-f-]{36}\/presence$/.test(topic);
+  if (topic === `chats/${user.chatId}/messages` || topic === `chats/${user.chatId}/typing` || topic === `chats/${user.chatId}/receipts` || topic === `users/${user.id}/inbox`) return true;
+  const presence = /^users\/([0-9a-f-]{36})\/presence$/.exec(topic);
+  return presence !== null && user.memberIds.includes(presence[1]!);
 }
 
 /** How long a case stays open after its last write when the server keeps it. */
