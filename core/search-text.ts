@@ -3,7 +3,8 @@
  * NFKC, then lower case) and cut into overlapping pairs of code points. A query matches a text
  * where the query's pairs occur one after another in the text's pairs: exactly where the
  * normalised query is a substring of the normalised text, in any script, with or without
- * spaces.
+ * spaces. Self-contained (no imports, no outer names): the SQLite store's search thread runs its
+ * source to confirm candidates.
  */
 export function normalizeForSearch(text: string): string {
   return text.normalize('NFKC').toLowerCase();
