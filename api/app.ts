@@ -12,6 +12,7 @@ import type { MessageEdits } from '../core/message-edits.js';
 import type { Receipts } from '../core/receipts.js';
 import type { Config } from '../core/config.js';
 import { type ErrorCode, errorStatus, isAppError, isOutage } from '../core/errors.js';
+import { capSocketsPerAddress, closeLingering, proxyList } from '../core/http-sockets.js';
 import type { Metrics } from '../core/metrics.js';
 import type { Users } from '../core/users.js';
 import { authPlugin } from './auth.js';
@@ -39,7 +40,8 @@ export interface ApiDeps {
  * helmet's headers (nosniff, frame denial, no referrer, HSTS, cross-origin isolation of
  * resources, no X-Powered-By) with a Content-Security-Policy that allows only this origin: its
  * scripts, its styles and inline style (the /docs UI sets it), its images and data: URIs, and
- * connections to itself (REST, and MQTT over WebSocket at /mqtt). Not upgrade-insecure-requests:
+ * connections to itself (REST, and MQTT over WebSocket at /mqtt), workers of its own or from blob:
+ * URLs (mqtt.js's timer worker). Not upgrade-insecure-requests:
  * a server without TLS_CERT is reached over plain HTTP, and browsers would then ask it for HTTPS.
  */
 const SECURITY_HEADERS = helmet({
@@ -49,6 +51,8 @@ const SECURITY_HEADERS = helmet({
       defaultSrc: ["'self'"],
       baseUri: ["'self'"],
       connectSrc: ["'self'"],
+      // mqtt.js runs its keepalive timer in a worker it starts from a blob: URL.
+      workerSrc: ["'self'", 'blob:'],
       fontSrc: ["'self'", 'data:'],
       formAction: ["'self'"],
       frameAncestors: ["'none'"],
@@ -64,12 +68,29 @@ const SECURITY_HEADERS = helmet({
 /** A chat API request is small: the largest is a group creation with 100 member ids. */
 export const BODY_LIMIT = 64 * 1024;
 
+/** From the first byte of a request to its last: a 64 KiB body has 30 s to arrive (at least
+ * the header timeout, which Node requires). */
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+/** How often Node checks for requests past the header and request timeouts (its default, 30 s,
+ * would let a slow client hold its socket up to 30 s past them). */
+const TIMEOUT_CHECK_MS = 1000;
+
 /** The HTTP server of a process: health and metrics always; REST and /docs with the api role. */
-export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseLogger, deps: ApiDeps, { rest = true } = {}): Promise<FastifyInstance> {
+export async function buildApi(config: Pick<Config, 'tls' | 'limits' | 'trustProxy'>, logger: FastifyBaseLogger, deps: ApiDeps, { rest = true } = {}): Promise<FastifyInstance> {
+  const requestTimeout = Math.max(REQUEST_TIMEOUT_MS, config.limits.httpHeadersTimeoutMs);
+  // Node's server options: a client that sends its headers too slowly (or none) is answered 408
+  // and closed (clientError below); an idle kept-alive connection and an upgraded WebSocket are
+  // not concerned.
+  const timeouts = { headersTimeout: config.limits.httpHeadersTimeoutMs, requestTimeout, connectionsCheckingInterval: TIMEOUT_CHECK_MS };
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: BODY_LIMIT,
-    ...(config.tls ? { https: config.tls } : {}),
+    ...(config.tls ? { https: { ...config.tls, ...timeouts } } : { http: timeouts }),
+    requestTimeout, // Fastify sets it on the server after creating it
+    // Behind TRUST_PROXY's proxies, req.ip (rate limits, logs) is the client X-Forwarded-For
+    // names; elsewhere that header is not believed.
+    ...(config.trustProxy.length > 0 ? { trustProxy: config.trustProxy } : {}),
     // Errors Fastify raises before routing (e.g. a path with bad %-encoding) get our shape too.
     frameworkErrors: (err, req, reply) => SECURITY_HEADERS(req.raw, reply.raw, () => sendError(reply, 'invalid_input', err.message)),
     // Requests Node's HTTP parser refuses (malformed framing, headers too large, too slow) never
@@ -102,6 +123,10 @@ export async function buildApi(config: Pick<Config, 'tls'>, logger: FastifyBaseL
 
   // Security headers on every response (SECURITY_HEADERS), also on errors raised before routing.
   app.addHook('onRequest', (req, reply, done) => SECURITY_HEADERS(req.raw, reply.raw, () => done()));
+
+  const refused = deps.metrics.counter('chat_http_sockets_refused_total', 'HTTP sockets closed at once: their address had HTTP_SOCKETS_PER_IP open');
+  const sockets = capSocketsPerAddress(app.server, config.limits.httpSocketsPerIp, proxyList(config.trustProxy), () => refused());
+  deps.metrics.gauge('chat_http_socket_addresses', 'Client addresses with an HTTP socket open on this node (trusted proxies aside)', () => sockets.addresses());
 
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
@@ -183,8 +208,12 @@ function clientError(err: NodeJS.ErrnoException, socket: Duplex) {
 
 function sendError(reply: FastifyReply, code: ErrorCode, message: string, status?: number) {
   // Refused before its body was read (too large, wrong type): the rest of the body would be
-  // parsed as the next request on a kept-alive connection, so this answer closes it.
-  if (!reply.request.raw.complete) reply.header('connection', 'close');
+  // parsed as the next request on a kept-alive connection, so this answer closes it, in stages,
+  // so that a client still writing that body reads the answer.
+  if (!reply.request.raw.complete) {
+    reply.header('connection', 'close');
+    closeLingering(reply.request.raw);
+  }
   return reply.code(status ?? errorStatus[code]).send({ error: { code, message } });
 }
 

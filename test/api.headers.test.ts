@@ -7,7 +7,7 @@ import { type TestServer, startTestServer } from './helpers/server.js';
  * Specification: every HTTP response carries the security headers (docs/security.md), whatever
  * answered it: a route, a validation error, an authentication error, a 404, an error raised
  * before routing, health, metrics and the /docs UI. The Content-Security-Policy allows only
- * the server's own origin.
+ * the server's own origin (and workers from blob: URLs, which mqtt.js starts).
  */
 describe('HTTP security headers', () => {
   let srv: TestServer;
@@ -49,6 +49,7 @@ describe('HTTP security headers', () => {
     expect(csp).toContain("object-src 'none'");
     expect(csp).toContain("frame-ancestors 'none'");
     expect(csp).toContain("connect-src 'self'");
+    expect(csp).toContain("worker-src 'self' blob:"); // mqtt.js's timer worker (the browser spec sees no violation)
     expect(csp).not.toContain('upgrade-insecure-requests'); // this server is reached over plain HTTP without TLS_CERT
     expect(csp).not.toMatch(/script-src[^;]*unsafe/);
     expect(h['x-content-type-options']).toBe('nosniff');
