@@ -47,10 +47,11 @@ export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
 /** Largest MQTT packet accepted on TCP and WebSocket; a larger one closes the connection. */
 export const MAX_PACKET_BYTES = 16 * 1024;
 export const MAX_CONNECTIONS_PER_USER = 10;
-/** Subscriptions per MQTT connection and per user (a chat takes three: messages, typing,
- * receipts). */
-export const MAX_SUBSCRIPTIONS_PER_CONNECTION = 1000;
-export const MAX_SUBSCRIPTIONS_PER_USER = 3000;
+/** Subscriptions per MQTT connection and per user: a chat followed in full takes three
+ * (messages, typing, receipts), so a connection follows up to 1,000 chats; each costs the
+ * broker about 1 KB (npm run abuse). */
+export const MAX_SUBSCRIPTIONS_PER_CONNECTION = 3000;
+export const MAX_SUBSCRIPTIONS_PER_USER = 10_000;
 /** Chat messages per user: a burst, then a steady rate (per second). */
 export const SEND_BURST = 30;
 export const SEND_PER_SECOND = 10;
