@@ -169,7 +169,8 @@ describe('a member that stops reading delays nobody', () => {
     for (let i = 0; i < 3; i++) await flows(p!, q!, pair);
     // The reader is still connected: nothing above waited for it to go.
     expect(await metric(srv, 'chat_mqtt_slow_closed_total')).toBe(0);
-    const online = (await srv.http.get('/api/users', probes[0]!.token)).body.users.map((u: { id: string }) => u.id);
+    // Asked by a sender: the online list shows co-members only.
+    const online = (await srv.http.get('/api/users', senders[0]!.token)).body.users.map((u: { id: string }) => u.id);
     expect(online).toContain(reader!.user.id);
   });
 });
