@@ -48,6 +48,12 @@ export function webRoutes(app: FastifyInstance): void {
   walk(dir);
   const index = files.get('/index.html')!;
   app.get('/', { schema: { hide: true } }, async (_req, reply) => reply.header('cache-control', 'no-cache').type(index.type).send(index.body));
+  // Browsers ask for /favicon.ico on their own, and log a 404 there in the page's console as an
+  // error: without an icon in the build, the answer is 204, no icon.
+  const icon = files.get('/favicon.ico');
+  app.get('/favicon.ico', { schema: { hide: true } }, async (_req, reply) =>
+    (icon ? reply.type(icon.type).send(icon.body) : reply.code(204).send()),
+  );
   app.get('/assets/*', { schema: { hide: true } }, async (req, reply) => {
     const file = files.get(req.url.split('?')[0]!);
     if (!file) return notFound(reply, `no file ${req.url.split('?')[0]}`);

@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { type Browser, type BrowserContext, type Locator, type Page, chromium } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM } from './support/conditional.js';
 import { type ReadyServer, launchServer, serverExit, serverReady } from './helpers/process.js';
 import { connectAs } from './helpers/mqtt.js';
@@ -21,7 +21,12 @@ afterAll(async () => {
   await browser?.close();
 });
 
-/** A server of its own (dist/main.js) in a fresh data directory, and pages opened on it. */
+/**
+ * A server of its own (dist/main.js) in a fresh data directory, and pages opened on it. After
+ * each spec, no page met a Content-Security-Policy violation (a `securitypolicyviolation` event,
+ * reported from an init script), threw, or logged a console error other than those the spec
+ * provokes and names in `t.expected` (Chromium logs every refused or failed request).
+ */
 function webServer(env: Record<string, string> = {}) {
   const dataDir = tempDir('chat-web-');
   const t = {
@@ -29,13 +34,26 @@ function webServer(env: Record<string, string> = {}) {
     server: undefined as unknown as ReadyServer,
     /** Every request a page made that went anywhere but the server it came from. */
     foreign: [] as string[],
+    /** CSP violations, uncaught errors and console errors of the pages, since the last spec. */
+    problems: [] as string[],
+    /** Console errors the running spec provokes on purpose (a refused request Chromium logs). */
+    expected: [] as RegExp[],
     async open(viewport = { width: 1100, height: 760 }): Promise<Page> {
       const context = await browser.newContext({ viewport });
       context.setDefaultTimeout(10_000); // a step that cannot happen fails by name, before the spec's timeout
       contexts.push(context);
+      await context.exposeBinding('reportCspViolation', (_source, what: string) => t.problems.push(`CSP violation: ${what}`));
+      await context.addInitScript(() => {
+        const report = (globalThis as unknown as { reportCspViolation(what: string): void }).reportCspViolation;
+        document.addEventListener('securitypolicyviolation', (e) => report(`${e.effectiveDirective} refused ${e.blockedURI}`));
+      });
       const page = await context.newPage();
       page.on('request', (r) => {
-        if (new URL(r.url()).host !== new URL(t.server.url).host) t.foreign.push(r.url());
+        if (new URL(r.url()).origin !== new URL(t.server.url).origin) t.foreign.push(r.url()); // blob: URLs have their creator's origin
+      });
+      page.on('pageerror', (err) => t.problems.push(`uncaught: ${err.message}`));
+      page.on('console', (m) => {
+        if (m.type() === 'error' && !t.expected.some((e) => e.test(m.text()))) t.problems.push(`console error: ${m.text()} (${m.location().url})`);
       });
       await page.goto(t.server.url);
       return page;
@@ -63,6 +81,10 @@ function webServer(env: Record<string, string> = {}) {
     },
   };
   const contexts: BrowserContext[] = [];
+  afterEach(() => {
+    t.expected = [];
+    expect(t.problems.splice(0)).toEqual([]);
+  });
   beforeAll(async () => {
     t.server = await serverReady(launchServer({ DATA_DIR: dataDir, JWT_SECRET: TEST_SECRET, ...env }));
   });
@@ -427,6 +449,7 @@ describe('the web client: unread counts, receipts, replies, edits, deletions and
     expect(await composer(ann).inputValue()).toBe('a draft');
 
     // Ann edits on this page while her phone deletes the message: 409 message_deleted, said plainly.
+    t.expected.push(/status of 409 \(Conflict\)/);
     await message(ann, 'see you at 6').getByRole('button', { name: 'Edit' }).click();
     await composer(ann).fill('see you at 7');
     const { login, chatId } = await t.directChatOf('ann_e');
@@ -527,8 +550,11 @@ describe('the web client: unread counts, receipts, replies, edits, deletions and
 
 describe('the web client across a server restart', () => {
   const t = webServer();
+  /** Chromium logs each request that finds the server stopped or the network gone. */
+  const serverAway = /net::ERR_(CONNECTION_REFUSED|INTERNET_DISCONNECTED)/;
 
   it('reconnects and catches up with ?after=: what the log holds, in seq order, no gap, no duplicate; a message written while the server was down is sent once', async () => {
+    t.expected.push(serverAway);
     const [ann, ben] = await t.pair('ann_r', 'ben_r');
     await send(ann, 'before 1');
     await ben.getByRole('button', { name: /ann_r/ }).click();
@@ -570,6 +596,7 @@ describe('the web client across a server restart', () => {
   });
 
   it('after a reconnect, catch-up with ?after= applies the edits and deletions made meanwhile', async () => {
+    t.expected.push(serverAway);
     const [ann, ben] = await t.pair('ann_c', 'ben_c');
     await send(ann, 'draft plan');
     await send(ann, 'secret');
