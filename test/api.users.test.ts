@@ -139,6 +139,9 @@ describe('REST accounts: /api/users', () => {
   it('GET /api/users pages the users online now by username, with after and hasMore; offline users are not listed', async () => {
     const tag = Math.random().toString().slice(2, 8); // digits: never a search term of the specs below
     const [c, a, offline, b] = await Promise.all(['c', 'a', 'b0', 'b'].map((l) => srv.signUp(`online_${l}_${tag}`)));
+    // The list shows the users the caller shares a chat with (test/abuse.presence-rest.test.ts).
+    const together = await srv.http.post('/api/chats', { type: 'group', name: 'online', memberIds: [a!.user.id, b!.user.id, c!.user.id] }, offline!.token);
+    expect(together.status).toBe(201);
     const conns = await Promise.all([b!, c!, a!].map((who) => connectAs(srv, who)));
     try {
       const names = (res: { body: { users: { username: string }[] } }) => res.body.users.map((u) => u.username);

@@ -35,7 +35,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ accounts: Accounts; users:
     },
   }, async (req, reply) => {
     const user = await accounts.register(req.body, from(req, reply));
-    return reply.code(201).send({ user: await presenter.user(user) });
+    return reply.code(201).send({ user: await presenter.user(user, user.id) });
   });
 
   app.post('/users/login', {
@@ -49,7 +49,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ accounts: Accounts; users:
     },
   }, async (req, reply) => {
     const { token, expiresAt, user } = await accounts.login(req.body.username, req.body.password, from(req, reply));
-    return { token, expiresAt: new Date(expiresAt).toISOString(), user: await presenter.user(user) };
+    return { token, expiresAt: new Date(expiresAt).toISOString(), user: await presenter.user(user, user.id) };
   });
 
   app.post('/users/logout', {
@@ -62,16 +62,21 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ accounts: Accounts; users:
 
   app.get('/users', {
     ...auth,
-    schema: { ...auth.schema, tags, summary: 'Users online now, by username', querystring: UserPage, response: { 200: UsersReply, ...errors(400, 401) } },
+    schema: {
+      ...auth.schema, tags, summary: 'Users online now that you share a chat with (and you), by username',
+      querystring: UserPage, response: { 200: UsersReply, ...errors(400, 401) },
+    },
   }, async (req) => {
-    const page = await users.online(req.query);
-    return { users: await presenter.users(page.items), hasMore: page.hasMore };
+    const me = caller(req).user.id;
+    const page = await users.online(me, req.query);
+    // Every one of them is the caller or a co-member.
+    return { users: await presenter.users(page.items, me, new Set(page.items.map((u) => u.id))), hasMore: page.hasMore };
   });
 
   app.get('/users/me', {
     ...auth,
     schema: { ...auth.schema, tags, summary: 'The signed-in user', response: { 200: UserReply, ...errors(401) } },
-  }, async (req) => ({ user: await presenter.user(caller(req).user) }));
+  }, async (req) => ({ user: await presenter.user(caller(req).user, caller(req).user.id) }));
 
   app.get('/users/search', {
     ...auth,
@@ -82,6 +87,6 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ accounts: Accounts; users:
   }, async (req) => {
     const { q, after, limit } = req.query;
     const page = await users.search(q, { after, limit });
-    return { users: await presenter.users(page.items), hasMore: page.hasMore };
+    return { users: await presenter.users(page.items, caller(req).user.id), hasMore: page.hasMore };
   });
 };

@@ -179,6 +179,19 @@ export class MongoStore implements Store {
     return pageOf(docs, page.limit, toUser);
   }
 
+  async coMemberIds(userId: string, among?: readonly string[]): Promise<string[]> {
+    // The user's chats (member_chats), their member ids only, filtered here: `among` stays out
+    // of the query, so that the planner cannot go from each of its ids' chats instead.
+    const wanted = among === undefined ? null : new Set(among);
+    if (wanted?.size === 0) return [];
+    const found = new Set<string>();
+    const chats = this.chats.find({ 'members.userId': userId }, { projection: { 'members.userId': 1 } });
+    for await (const d of chats) {
+      for (const m of d.members) if (m.userId !== userId && (wanted === null || wanted.has(m.userId))) found.add(m.userId);
+    }
+    return [...found];
+  }
+
   async setLastSeen(userId: string, at: number): Promise<void> {
     await this.users.updateOne({ _id: userId }, { $set: { lastSeenAt: at } });
   }

@@ -214,6 +214,18 @@ export class SqliteStore implements Store {
       usersAmong: db.prepare<[{ ids: string; after: string; limit: number }], UserRow>(
         `SELECT * FROM users WHERE id IN (SELECT value FROM json_each(@ids)) AND username > @after ORDER BY username LIMIT @limit`,
       ),
+      // From the user's memberships (members_user), then each of those chats' members (the
+      // unique key), tested against the ids: the work is the user's chats × their members
+      // (at most 100 each). CROSS JOIN keeps that order, and `+` keeps the planner from going
+      // the other way (from each id's chats, which has no bound of ours).
+      coMembers: db.prepare<[string], { user_id: string }>(
+        `SELECT DISTINCT other.user_id FROM members mine CROSS JOIN members other ON other.chat_id = mine.chat_id
+         WHERE mine.user_id = ? AND other.user_id <> mine.user_id`,
+      ),
+      coMembersAmong: db.prepare<[string, string], { user_id: string }>(
+        `SELECT DISTINCT other.user_id FROM members mine CROSS JOIN members other ON other.chat_id = mine.chat_id
+         WHERE mine.user_id = ? AND other.user_id <> mine.user_id AND +other.user_id IN (SELECT value FROM json_each(?))`,
+      ),
       setLastSeen: db.prepare('UPDATE users SET last_seen_at = ? WHERE id = ?'),
       insertSession: db.prepare('INSERT INTO sessions (id, user_id, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?)'),
       sessionById: db.prepare<[string], SessionRow>('SELECT * FROM sessions WHERE id = ?'),
@@ -340,6 +352,12 @@ export class SqliteStore implements Store {
     if (ids.length === 0) return { items: [], hasMore: false };
     const rows = this.s.usersAmong.all({ ids: JSON.stringify(ids), after: page.after ?? '', limit: page.limit + 1 });
     return pageOf(rows.map(toUser), page.limit);
+  }
+
+  async coMemberIds(userId: string, among?: readonly string[]): Promise<string[]> {
+    if (among === undefined) return this.s.coMembers.all(userId).map((r) => r.user_id);
+    if (among.length === 0) return [];
+    return this.s.coMembersAmong.all(userId, JSON.stringify(among)).map((r) => r.user_id);
   }
 
   /** Presence changes come in bursts (a thousand users connecting in a second): the calls of

@@ -43,6 +43,11 @@ export interface Store {
    * Unknown ids are skipped. Filtered, ordered and cut in the store, so that a caller with many
    * ids (the online list: every id presence knows) never gets more than the page. */
   listUsersAmong(ids: readonly string[], page: Page<string>): Promise<PageOf<UserRecord>>;
+  /** Ids of the users who share at least one chat with `userId` (its co-members), each once, in
+   * any order; never `userId` itself. With `among`, only those among it. Read from `userId`'s
+   * chats, so the answer is bounded by their members (chats × MAX_GROUP_MEMBERS) however many
+   * users exist or `among` holds. Whose presence a user may see (docs/security.md). */
+  coMemberIds(userId: string, among?: readonly string[]): Promise<string[]>;
   /** Resolves once recorded. Calls made together may be written together; of one user's
    * calls, the last one made wins. */
   setLastSeen(userId: string, at: number): Promise<void>;

@@ -335,6 +335,31 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         const last = await store.removeMember(chat.id, b!.id);
         expect(last!.chat).toMatchObject({ ownerId: null, memberIds: [] });
       });
+
+      it('coMemberIds gives the users sharing a chat with the user, each once, never itself, and follows removals', async () => {
+        const [me, a, b, c, stranger, other] = await users(6, 'co');
+        const sorted = async (p: Promise<string[]>) => (await p).sort();
+        expect(await store.coMemberIds(me!.id)).toEqual([]);
+        await store.createDirectChat({ id: newId(), userIds: [me!.id, a!.id], createdAt: 1 });
+        const g = await group(b!.id, [me!.id, a!.id]); // a shares two chats with me: listed once
+        await group(c!.id, [stranger!.id]); // a chat without me
+        await group(other!.id, [stranger!.id, c!.id], 'public');
+        expect(await sorted(store.coMemberIds(me!.id))).toEqual([a!.id, b!.id].sort());
+        expect(await sorted(store.coMemberIds(a!.id))).toEqual([me!.id, b!.id].sort());
+        expect(await sorted(store.coMemberIds(stranger!.id))).toEqual([c!.id, other!.id].sort());
+        // Among given ids: only those, unknown and repeated ids, and the user itself, change nothing.
+        expect(await store.coMemberIds(me!.id, [b!.id, stranger!.id, newId(), me!.id, b!.id])).toEqual([b!.id]);
+        expect(await sorted(store.coMemberIds(me!.id, [a!.id, b!.id, c!.id]))).toEqual([a!.id, b!.id].sort());
+        expect(await store.coMemberIds(me!.id, [])).toEqual([]);
+        expect(await store.coMemberIds(newId())).toEqual([]);
+        // An id that looks like an operator is an id.
+        expect(await store.coMemberIds(me!.id, ['{"$ne":""}', '$members.userId'])).toEqual([]);
+        // b leaves the group: no longer a co-member; a still is, through the direct chat.
+        await store.removeMember(g.id, b!.id);
+        expect(await sorted(store.coMemberIds(me!.id))).toEqual([a!.id]);
+        await store.removeMember(g.id, me!.id);
+        expect(await store.coMemberIds(me!.id, [a!.id, b!.id])).toEqual([a!.id]);
+      });
     });
 
     describe('message log', () => {
