@@ -1,8 +1,11 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { BlockList } from 'node:net';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../core/config.js';
 import { needs } from './support/conditional.js';
+import { tempDir } from './helpers/server.js';
 
 /**
  * No Docker engine runs here, so the deployment files are checked by the tools that can read
@@ -27,6 +30,38 @@ describe('deployment files', () => {
       expect(full.split(v).length - 1).toBe(4);
     }
     expect(full).toMatch(/- --replSet\s+- rs0/);
+  });
+
+  it('the chat processes believe the X-Forwarded-For of HAProxy only, at its fixed address in the fixed subnet', async (ctx) => {
+    await needs(ctx, 'docker-compose');
+    const env = { ...process.env, JWT_SECRET: 'compose-check-secret-compose-check-secret' };
+    const { stdout: full } = await run('docker-compose', ['-f', 'docker-compose.yml', 'config'], { env });
+    const lb = /ipv4_address: ([\d.]+)/.exec(full)?.[1];
+    const subnet = /subnet: ([\d.]+)\/(\d+)/.exec(full);
+    expect(lb).toBeDefined();
+    expect(subnet).not.toBeNull();
+    const list = new BlockList();
+    list.addSubnet(subnet![1]!, Number(subnet![2]), 'ipv4');
+    expect(list.check(lb!, 'ipv4')).toBe(true);
+    // Every chat process (broker1, broker2, api, worker) trusts that one address, which the
+    // server's configuration accepts.
+    expect(full.split(`TRUST_PROXY: ${lb}`).length - 1).toBe(4);
+    expect(full.match(/TRUST_PROXY:/g)).toHaveLength(4);
+    const dataDir = tempDir('chat-deploy-');
+    try {
+      expect(loadConfig({ JWT_SECRET: env.JWT_SECRET, DATA_DIR: dataDir, TRUST_PROXY: lb! }).trustProxy).toEqual([lb]);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it("HAProxy's HTTP frontend replaces the client's X-Forwarded-For with the address it sees", () => {
+    const cfg = readFileSync('docker/haproxy.cfg', 'utf8');
+    const frontend = /^frontend http\n((?:[ \t]+.*\n|\n)*?)(?=^\S)/m.exec(cfg)?.[1] ?? '';
+    const lines = frontend.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    expect(lines).toContain('mode http');
+    expect(lines).toContain('option forwardfor');
+    expect(lines).toContain('http-request del-header X-Forwarded-For');
   });
 
   it("the MongoDB healthcheck's script parses (it initiates the replica set)", () => {
