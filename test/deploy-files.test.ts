@@ -1,11 +1,15 @@
-import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { BlockList } from 'node:net';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { BlockList, type AddressInfo, createServer } from 'node:net';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../core/config.js';
 import { needs } from './support/conditional.js';
-import { tempDir } from './helpers/server.js';
+import { pollUntil } from './helpers/poll.js';
+import { launchServer, serverExit, serverReady } from './helpers/process.js';
+import { TEST_SECRET, tempDir } from './helpers/server.js';
 
 /**
  * No Docker engine runs here, so the deployment files are checked by the tools that can read
@@ -14,6 +18,15 @@ import { tempDir } from './helpers/server.js';
  * run (.ci/run installs both from Debian).
  */
 const run = promisify(execFile);
+
+/** A TCP port nothing listens on now. */
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
 
 describe('deployment files', () => {
   it('docker-compose.yml is valid and defines the scaled-out services', async (ctx) => {
@@ -62,6 +75,43 @@ describe('deployment files', () => {
     expect(lines).toContain('mode http');
     expect(lines).toContain('option forwardfor');
     expect(lines).toContain('http-request del-header X-Forwarded-For');
+  });
+
+  it("through HAProxy with docker/haproxy.cfg, the chat server sees the client's address, not one the client wrote in X-Forwarded-For", async (ctx) => {
+    await needs(ctx, 'haproxy');
+    const dataDir = tempDir('chat-lb-');
+    const server = await serverReady(launchServer({ DATA_DIR: dataDir, JWT_SECRET: TEST_SECRET, LOG_FORMAT: 'json', TRUST_PROXY: '127.0.0.1' }));
+    // The deployment's config, with loopback ports for its names (no Docker DNS here), and
+    // fewer connections than this machine's file limit allows.
+    const [httpPort, mqttPort] = [await freePort(), await freePort()];
+    const cfg = readFileSync('docker/haproxy.cfg', 'utf8')
+      .replace(/^( +maxconn) \d+$/m, '$1 1000')
+      .replace(/^resolvers docker\n.*\n/m, '')
+      .replace('bind :3000', `bind 127.0.0.1:${httpPort}`)
+      .replace('bind :1883', `bind 127.0.0.1:${mqttPort}`)
+      .replace(/ (api|broker1|broker2):(3000|1883) resolvers docker/g, (_m, _name, port) => ` 127.0.0.1:${port === '3000' ? server.port : server.mqttPort}`);
+    const cfgFile = join(dataDir, 'haproxy.cfg');
+    writeFileSync(cfgFile, cfg);
+    const lb = spawn('haproxy', ['-db', '-f', cfgFile], { stdio: 'ignore' });
+    try {
+      const status = () =>
+        new Promise<number>((resolve) => {
+          const req = httpRequest({ host: '127.0.0.1', port: httpPort, path: '/healthz?probe=lb', localAddress: '127.0.91.7', headers: { 'x-forwarded-for': '203.0.113.66' } }, (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          });
+          req.on('error', () => resolve(0));
+          req.end();
+        });
+      expect(await pollUntil(status, { done: (s) => s === 200, within: 10_000 })).toBe(200);
+      const line = await pollUntil(() => server.output().split('\n').find((l) => l.includes('/healthz?probe=lb')));
+      expect((JSON.parse(line!) as { req: { remoteAddress: string } }).req.remoteAddress).toBe('127.0.91.7');
+    } finally {
+      lb.kill('SIGTERM');
+      server.child.kill('SIGTERM');
+      await serverExit(server);
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it("the MongoDB healthcheck's script parses (it initiates the replica set)", () => {
