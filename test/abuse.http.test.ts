@@ -117,7 +117,7 @@ describe('an oversized body written whole, without Expect: 100-continue', () => 
 describe('open HTTP sockets per client address (HTTP_SOCKETS_PER_IP)', () => {
   let srv: TestServer;
   beforeAll(async () => {
-    srv = await startTestServer({ HTTP_SOCKETS_PER_IP: '5', TRUST_PROXY: '127.0.70.1' });
+    srv = await startTestServer({ HTTP_SOCKETS_PER_IP: '5', TRUST_PROXY: '127.0.70.1,127.0.71.0/24' });
   });
   afterAll(() => {
     destroyAll();
@@ -150,8 +150,7 @@ describe('open HTTP sockets per client address (HTTP_SOCKETS_PER_IP)', () => {
     for (const h of held) h.socket.destroy();
   });
 
-  it('a trusted proxy (TRUST_PROXY) is not capped: it carries many clients', async () => {
-    const proxy = '127.0.70.1';
+  it.each(['127.0.70.1', '127.0.71.9'])('a trusted proxy (TRUST_PROXY, by address or range: %s) is not capped: it carries many clients', async (proxy) => {
     const held = await Promise.all(Array.from({ length: 12 }, () => rawSocket(srv.port, proxy)));
     expect(await statusFrom(srv.port, proxy)).toBe('HTTP/1.1 200 OK');
     expect(held.every(({ socket }) => !socket.destroyed)).toBe(true);
@@ -170,6 +169,23 @@ describe('open HTTP sockets per client address (HTTP_SOCKETS_PER_IP)', () => {
     await Promise.all(held.map(({ seen }) => seen));
     // Only the scraping connection's address is left.
     expect(await pollUntil(addresses, { done: (n) => n === 1 })).toBe(1);
+  });
+});
+
+describe('TRUST_PROXY by name', () => {
+  let srv: TestServer;
+  beforeAll(async () => {
+    srv = await startTestServer({ HTTP_SOCKETS_PER_IP: '2', TRUST_PROXY: 'loopback' });
+  });
+  afterAll(() => {
+    destroyAll();
+    return srv.stop();
+  });
+
+  it('`loopback` is 127.0.0.0/8: no socket of it is capped', async () => {
+    const held = await Promise.all(Array.from({ length: 4 }, () => rawSocket(srv.port, '127.0.66.1')));
+    expect(await statusFrom(srv.port, '127.0.66.1')).toBe('HTTP/1.1 200 OK');
+    expect(held.every(({ socket }) => !socket.destroyed)).toBe(true);
   });
 });
 
