@@ -5,25 +5,27 @@
  * bystander's p50/p99 beside its quiet value (the same bystander with no attack, measured
  * first), and the server's RSS. Attackers and the bystander run in processes of their own
  * (bench/lib/abuse-generator.ts), the server in its own; this process only orchestrates.
- * Loopback only, bounded in time (about 3 minutes).
+ * Loopback only, bounded in time (about 4 minutes).
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { newId } from '../core/ids.js';
 import { hashPassword } from '../core/passwords.js';
 import { SqliteStore } from '../core/store/sqlite.js';
 import { issueToken } from '../core/tokens.js';
 import { ms, out, percentile, progress, sleep } from './lib/common.js';
 import type { BystanderArgs, BystanderResult } from './lib/abuse-generator.js';
-import { Worker, installCleanup, removeDir, trackDir } from './lib/procs.js';
+import { Worker, installCleanup, removeDir, stopChild, track, trackDir } from './lib/procs.js';
 import { DIST, JWT_SECRET, memoryKb, sampleRss, startChat } from './lib/servers.js';
 
 const PASSWORD = 'abuse-bench-password';
 const BYSTANDER_ADDRESS = '127.30.0.1';
 /** The worst-case search of the issue: 64 × "a" over 600 messages that hold it. */
 const SEARCH_Q = 'a'.repeat(64);
+
 const SEARCH_MESSAGES = 600;
 
 interface Account {
@@ -53,21 +55,26 @@ async function buildStore(dir: string) {
     stranger: await account('stranger'),
     friend: await account('friend'),
   };
-  // The attacker's chat with its friend holds the messages the worst-case search matches; the
-  // stranger shares no chat with the attacker.
-  const chat = await store.createGroupChat({
-    id: newId(now), name: 'search', visibility: 'private', ownerId: accounts.attacker.id, memberIds: [accounts.attacker.id, accounts.friend.id], createdAt: now,
-  });
-  const at = new Date(now).toISOString();
-  await store.appendMessages([
-    { type: 'system', id: newId(now), chatId: chat.id, seq: 1, event: 'chat.created', userId: accounts.attacker.id, createdAt: at },
-    ...Array.from({ length: SEARCH_MESSAGES }, (_, k) => ({
-      type: 'message' as const, id: newId(now), chatId: chat.id, seq: k + 2, senderId: accounts.attacker.id, senderName: 'attacker',
-      text: `${'a'.repeat(900)} ${k}`, clientMsgId: `abuse-${k}`, createdAt: at,
-    })),
-  ]);
+  const searchers = await Promise.all(Array.from({ length: 8 }, (_, i) => account(`searcher${i}`)));
+  // The chat of the attacker, its friend and the searchers holds 600 messages of 900 × "a"; a
+  // chat of the stranger and the friend, which the others are not in, 600 of 900 × "b" (the
+  // index finds them for 64 × "b", the search must pass them over). The stranger shares no chat
+  // with the attacker.
+  const chatWith = async (name: string, owner: Account, members: Account[], letter: string) => {
+    const chat = await store.createGroupChat({ id: newId(now), name, visibility: 'private', ownerId: owner.id, memberIds: members.map((m) => m.id), createdAt: now });
+    const at = new Date(now).toISOString();
+    await store.appendMessages([
+      { type: 'system', id: newId(now), chatId: chat.id, seq: 1, event: 'chat.created', userId: owner.id, createdAt: at },
+      ...Array.from({ length: SEARCH_MESSAGES }, (_, k) => ({
+        type: 'message' as const, id: newId(now), chatId: chat.id, seq: k + 2, senderId: owner.id, senderName: owner.username,
+        text: `${letter.repeat(900)} ${k}`, clientMsgId: `${name}-${k}`, createdAt: at,
+      })),
+    ]);
+  };
+  await chatWith('search', accounts.attacker, [accounts.attacker, accounts.friend, ...searchers], 'a');
+  await chatWith('elsewhere', accounts.stranger, [accounts.stranger, accounts.friend], 'b');
   await store.close();
-  return accounts;
+  return { ...accounts, searchers };
 }
 
 const gen = (name: string) => new Worker(join(DIST, 'bench', 'lib', 'abuse-generator.js'), [], name);
@@ -142,25 +149,36 @@ async function main(): Promise<number> {
     ]);
     rows.push({ attack: '`users/+/presence` while a co-member and a stranger each come online 3 times', outcome: `subscription ${w.granted ? 'granted' : 'refused'}; ${w.messages} presence messages about ${w.users} other user${w.users === 1 ? '' : 's'} (the co-member's only: ${w.users <= 1 ? 'yes' : 'NO'})`, rss: rssNow() });
 
-    progress('search flood: 8 concurrent, q = 64 × "a" over 600 matching messages, 20 s');
-    const f = await phase(20, () => attackers[0]!.call<{ statuses: Record<string, number>; ok: number[] }>('searchFlood', { base, token: acc.attacker.token, q: SEARCH_Q, concurrency: 8, durationMs: 20_000, localAddress: '127.24.0.1' }));
-    rows.push({ attack: 'search q = 64 × "a" over 600 matching messages, 8 concurrent, 20 s', outcome: `${statusText(f.result.statuses)}; answered searches p50 ${ms(percentile(f.result.ok, 0.5))}`, by: f.bystander, rss: mb(f.peak) });
+    const searches: [string, string[], string, string][] = [
+      ['one user, 8 concurrent', [acc.attacker.token], SEARCH_Q, '600 messages in its own chat'],
+      ['8 users, one loop each', acc.searchers.map((x) => x.token), SEARCH_Q, '600 messages in their chat'],
+      ['8 users, one loop each', acc.searchers.map((x) => x.token), 'b'.repeat(64), '600 messages, all in a chat they are not in'],
+    ];
+    for (const [who, tokens, q, where] of searches) {
+      progress(`search flood: ${who}, q = 64 × "${q[0]}", ${where}, 20 s`);
+      const f = await phase(20, () => attackers[0]!.call<{ statuses: Record<string, number>; ok: number[] }>('searchFlood', { base, tokens, q, concurrency: 8, durationMs: 20_000, localAddress: '127.24.0.1' }));
+      rows.push({ attack: `search q = 64 × "${q[0]}" by ${who}; it matches ${where}; 20 s`, outcome: `${statusText(f.result.statuses)}; answered searches p50 ${ms(percentile(f.result.ok, 0.5))}, p99 ${ms(percentile(f.result.ok, 0.99))}`, by: f.bystander, rss: mb(f.peak) });
+    }
 
     progress('4 MiB body without Expect: 100-continue');
     const big = await attackers[0]!.call<{ outcome: string }>('bigBody', { port, bytes: 4 * 1024 * 1024, localAddress: '127.25.0.1' });
     rows.push({ attack: '4 MiB body without `Expect: 100-continue`, written whole', outcome: `the client reads: ${big.outcome}`, rss: rssNow() });
 
     progress('400 sockets trickling headers from one address, 15 s');
-    const t = await phase(15, () => attackers[0]!.call<{ held: number; refused: number }>('trickle', { port, sockets: 400, addresses: ['127.26.0.1'], durationMs: 15_000, everyMs: 500 }));
-    rows.push({ attack: '400 sockets trickling HTTP headers from one address, 15 s', outcome: `${t.result.held} still open at the end, ${t.result.refused} refused at once`, by: t.bystander, rss: mb(t.peak) });
+    const t = await phase(15, () => attackers[0]!.call<{ held: number; closedWithin1s: number; closedLater: number[] }>('trickle', { port, sockets: 400, addresses: ['127.26.0.1'], durationMs: 15_000, everyMs: 500 }));
+    const later = t.result.closedLater;
+    rows.push({
+      attack: '400 sockets trickling HTTP headers from one address, 15 s',
+      outcome: `${t.result.closedWithin1s} closed by the server within 1 s of connecting, ${later.length} later (after ${later.length ? `${(later[0]! / 1000).toFixed(1)}-${(later.at(-1)! / 1000).toFixed(1)} s` : '—'}), ${t.result.held} still open at the end`,
+      by: t.bystander, rss: mb(t.peak),
+    });
 
-    const db = statSync(join(server.dataDir!, 'chat.db')).mode & 0o777;
-    rows.push({ attack: 'file modes', outcome: `chat.db ${db.toString(8).padStart(4, '0')}, DATA_DIR ${(statSync(server.dataDir!).mode & 0o777).toString(8).padStart(4, '0')}`, rss: rssNow() });
   } finally {
     await Promise.all([watcher, ...attackers].map((w) => w.stop()));
     await server.stop();
     removeDir(dir);
   }
+  rows.push({ attack: 'files of a server started on a new DATA_DIR', outcome: await freshModes(), rss: '—' });
   rows.push({ attack: '`DATA_DIR=/proc/x`', outcome: `the server says: ${badDataDir('/proc/x')}`, rss: '—' });
 
   out(`== abuse: issue 20's attacks at the default limits; ${new Date().toISOString()}, Node ${process.version}`);
@@ -182,6 +200,31 @@ async function main(): Promise<number> {
 
 function statusText(statuses: Record<string, number>): string {
   return Object.entries(statuses).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${v.toLocaleString('en-US')}× ${k}`).join(', ');
+}
+
+/** The modes of what a server creates on a DATA_DIR that does not exist yet (two levels). */
+async function freshModes(): Promise<string> {
+  const parent = trackDir(mkdtempSync(join(tmpdir(), 'mqtt-chat-abuse-fresh-')));
+  const dataDir = join(parent, 'a', 'data');
+  const child = track(spawn(process.execPath, [join(DIST, 'main.js')], {
+    env: { PATH: process.env.PATH ?? '', DATA_DIR: dataDir, HOST: '127.0.0.1', PORT: '0', MQTT_PORT: '0', LOG_FORMAT: 'json' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }));
+  try {
+    // Up once it has logged its MQTT port.
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => line.includes('"mqttPort"') && resolve());
+      child.once('exit', () => reject(new Error('the server exited')));
+      setTimeout(() => reject(new Error('no start within 15 s')), 15_000).unref();
+    });
+    const mode = (f: string) => (statSync(join(dataDir, f)).mode & 0o777).toString(8).padStart(4, '0');
+    return `DATA_DIR ${mode('.')} (its new parent ${(statSync(join(parent, 'a')).mode & 0o777).toString(8).padStart(4, '0')}), ${readdirSync(dataDir).sort().map((f) => `${f} ${mode(f)}`).join(', ')}`;
+  } catch (err) {
+    return `not measured: ${(err as Error).message}`;
+  } finally {
+    await stopChild(child, 'SIGTERM', 5000);
+    removeDir(parent);
+  }
 }
 
 /** The first line the server prints when started on an unusable DATA_DIR, and how it ends. */

@@ -130,16 +130,18 @@ async function guess(a: { base: string; username: string; password: string; atte
   return { statuses, owner: owner.status, attackerAfter: again.status, retryAfter: again.retryAfter ?? null };
 }
 
-/** `concurrency` loops searching for `q` for `durationMs`. */
-async function searchFlood(a: { base: string; token: string; q: string; concurrency: number; durationMs: number; localAddress: string }) {
+/** `concurrency` loops searching for `q` for `durationMs`, loop i as the user of `tokens[i]`
+ * (modulo their number). */
+async function searchFlood(a: { base: string; tokens: string[]; q: string; concurrency: number; durationMs: number; localAddress: string }) {
   const agent = new Agent({ keepAlive: true, maxSockets: a.concurrency });
   const statuses: Record<string, number> = {};
   const ok: number[] = [];
   const until = performance.now() + a.durationMs;
   await Promise.all(
-    Array.from({ length: a.concurrency }, async () => {
+    Array.from({ length: a.concurrency }, async (_, i) => {
+      const token = a.tokens[i % a.tokens.length]!;
       while (performance.now() < until) {
-        const r = await call(a.base, 'GET', `/api/messages/search?q=${encodeURIComponent(a.q)}&limit=100`, { agent, localAddress: a.localAddress, token: a.token });
+        const r = await call(a.base, 'GET', `/api/messages/search?q=${encodeURIComponent(a.q)}&limit=100`, { agent, localAddress: a.localAddress, token });
         count(statuses, r.status);
         if (r.status === 200) ok.push(r.ms);
         else await sleep(20);
@@ -180,8 +182,16 @@ async function subscribeFlood(a: { port: number; userId: string; username: strin
         const client = await connect(a.port, { clientId: `${a.userId}/flood${c}`, username: a.username, token: a.token, localAddress: a.localAddress });
         for (let k = 0; k < a.perConnection && client.connected; k += a.batch) {
           const topics = Array.from({ length: Math.min(a.batch, a.perConnection - k) }, (_, j) => `users/fake${c}x${k + j}/presence`);
-          const grants = await client.subscribeAsync(topics, { qos: 0 });
-          for (const g of grants) (g.qos === 128 ? refused++ : granted++);
+          // The SUBACK's return codes as sent: mqtt.js rejects a SUBACK holding 0x80, with the
+          // packet on the error (its grants list then shows the QoS asked for).
+          const codes = await client.subscribeAsync(topics, { qos: 0 }).then(
+            () => topics.map(() => 0),
+            (err: { packet?: { granted?: number[] } }) => {
+              if (!err.packet?.granted) throw err;
+              return err.packet.granted;
+            },
+          );
+          for (const code of codes) ((code & 0x80) !== 0 ? refused++ : granted++);
         }
       } catch (err) {
         failed ||= (err as Error).message;
@@ -220,18 +230,26 @@ async function comeAndGo(a: { port: number; userId: string; username: string; to
 }
 
 /** Sockets that send a request's headers one byte at a time, every `everyMs`, for `durationMs`;
- * returns how many the server still held open at the end. */
+ * returns how many the server still held open at the end, how many it closed within a second
+ * of their connecting, and when it closed the others (ms after connecting, sorted). */
 async function trickle(a: { port: number; sockets: number; addresses: string[]; durationMs: number; everyMs: number }) {
   const head = Buffer.from('GET /api/health HTTP/1.1\r\nHost: x\r\nX-Pad: ' + 'a'.repeat(4000));
   /** Each open socket and how much of the head it has sent. */
   const open = new Map<Socket, number>();
-  let refused = 0;
+  /** ms from connecting to being closed by the server, of the sockets it closed. */
+  const lifetimes: number[] = [];
+  let ending = false;
   const sockets = Array.from({ length: a.sockets }, (_, i) => {
     const s = createConnection({ host: '127.0.0.1', port: a.port, localAddress: a.addresses[i % a.addresses.length]! });
-    s.on('connect', () => open.set(s, 0));
+    let connectedAt = 0;
+    s.on('connect', () => {
+      connectedAt = performance.now();
+      open.set(s, 0);
+    });
     s.on('error', () => {});
     s.on('close', () => {
-      if (!open.delete(s)) refused++;
+      open.delete(s);
+      if (!ending) lifetimes.push(connectedAt ? performance.now() - connectedAt : 0);
     });
     s.on('data', () => {});
     return s;
@@ -245,8 +263,10 @@ async function trickle(a: { port: number; sockets: number; addresses: string[]; 
     await sleep(a.everyMs);
   }
   const held = open.size;
+  ending = true;
   for (const s of sockets) s.destroy();
-  return { held, refused };
+  lifetimes.sort((x, y) => x - y);
+  return { held, closedWithin1s: lifetimes.filter((t) => t < 1000).length, closedLater: lifetimes.filter((t) => t >= 1000), };
 }
 
 /** A 4 MiB JSON body sent whole, without `Expect: 100-continue`, as simple clients do: what
