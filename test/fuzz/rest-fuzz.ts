@@ -196,6 +196,9 @@ function authorizationFor(r: Rand, known: Known, mutations: string[]): string | 
   if (roll < 0.7) return `Bearer ${token}`;
   const [header, payload] = token.split('.') as [string, string, string];
   const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+  // Another user's id: the token's own would leave the payload as it was (a valid token).
+  const others = known.userIds.filter((id) => id !== claims.sub);
+  const otherSub = others.length ? pick(r, others) : `${claims.sub}x`;
   const forged: Array<[string, string | undefined]> = [
     ['no Authorization', undefined],
     ['Bearer without a token', 'Bearer '],
@@ -205,7 +208,7 @@ function authorizationFor(r: Rand, known: Known, mutations: string[]): string | 
     ['alg none', `Bearer ${base64url({ alg: 'none', typ: 'JWT' })}.${payload}.`],
     ['signed with an empty secret', `Bearer ${issueToken('', claims)}`],
     ['signed with another secret', `Bearer ${issueToken('another-secret-that-is-long-enough-0123456789', claims)}`],
-    ['edited payload, old signature', `Bearer ${header}.${base64url({ ...claims, sub: pick(r, known.userIds) })}.${token.split('.')[2]}`],
+    ['edited payload, old signature', `Bearer ${header}.${base64url({ ...claims, sub: otherSub })}.${token.split('.')[2]}`],
     ['expired', `Bearer ${issueToken(TEST_SECRET, { ...claims, iat: now - 7200, exp: now - 3600 })}`],
     ['unknown session', `Bearer ${issueToken(TEST_SECRET, { ...claims, sid: '01900000-0000-7000-8000-000000000000' })}`],
     ['claims of the wrong types', `Bearer ${issueToken(TEST_SECRET, { ...claims, sub: 42, exp: 'never' } as never)}`],
