@@ -133,6 +133,10 @@ const db = new Database(workerData.file);
 db.pragma('busy_timeout = 10000');
 db.pragma('synchronous = FULL');
 db.pragma('foreign_keys = ON');
+// Each batch is a savepoint of its own; past 64 KiB its statement journal went to a temporary
+// file on disk: 9.5 KB and 2.5 write calls per message at 2,500 msg/s (npm run bench:append).
+// In memory it is bounded by the pages one commit touches.
+db.pragma('temp_store = MEMORY');
 // The checkpointer thread (below) copies the WAL back as it grows. This one, run by SQLite
 // after a commit once the WAL holds that many frames, finds little left to copy and, with no
 // commit running beside it, finishes: the next commit then starts the WAL anew.
