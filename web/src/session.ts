@@ -192,12 +192,15 @@ export class Session {
   /** Subscribe first, then fetch history, so nothing falls between the two. */
   private async afterConnect() {
     const client = this.client!;
+    // What each chat held before the subscriptions: envelopes that arrive live from here on
+    // raise lastSeq, and catching up after them would skip what was sent while offline.
+    const held = new Map([...this.chats.values()].map((c) => [c, c.lastSeq]));
     const topics = [`users/${this.me.id}/inbox`];
     for (const { chat } of this.chats.values()) topics.push(...chatTopics(chat.id));
     await client.subscribeAsync(topics, { qos: 1 }).catch(() => {});
     await this.watchPresence([...this.chats.values()].map((c) => c.chat));
     await this.reloadChats();
-    await Promise.all([...this.chats.values()].map((c) => this.catchUp(c)));
+    await Promise.all([...this.chats.values()].map((c) => this.catchUp(c, held.get(c))));
     // Receipts are QoS 0, lost while offline: the open chat's are read again.
     for (const state of this.chats.values()) if (state.receiptsLoaded) void this.loadReceipts(state.chat.id);
   }
@@ -231,17 +234,20 @@ export class Session {
     if (partners.length) await this.client?.subscribeAsync(partners.map((u) => `users/${u.id}/presence`), { qos: 1 }).catch(() => {});
   }
 
-  /** Everything after lastSeq; for a chat seen for the first time, its newest page first (also
-   * when live envelopes came before it: they may be all it holds). */
-  async catchUp(state: ChatState): Promise<void> {
+  /** Everything after `after` (by default lastSeq, the highest seq held); for a chat seen for
+   * the first time, its newest page first (also when live envelopes came before it: they may be
+   * all it holds). A caller that knows live envelopes may have raised lastSeq past a gap (they
+   * came while it subscribed, or beyond what was held) passes the seq held before them. */
+  async catchUp(state: ChatState, after = state.lastSeq): Promise<void> {
     try {
       // The newest page reaches what was stored when it was read; what follows comes live.
       if (!state.newestLoaded) return await (state.loadingNewest ??= this.loadNewest(state).finally(() => (state.loadingNewest = null)));
       for (;;) {
-        const page = await this.api.history(state.chat.id, { after: state.lastSeq, limit: 100 });
+        const page = await this.api.history(state.chat.id, { after, limit: 100 });
         for (const e of page.messages) this.add(state, e);
         this.changed();
         if (!page.hasMore || page.messages.length === 0) return;
+        after = page.messages.at(-1)!.seq;
       }
     } catch {
       /* not a member any more, or offline: the next connect catches up */
@@ -338,10 +344,11 @@ export class Session {
       if (leaf === 'messages') {
         const e = json as unknown as Envelope;
         // A gap, or a chat whose newest page was not read yet: fetch what lies before.
-        const gap = e.seq > state.lastSeq + 1 && state.newestLoaded;
+        const before = state.lastSeq;
+        const gap = e.seq > before + 1 && state.newestLoaded;
         this.add(state, e);
         this.changed();
-        if (gap || !state.newestLoaded) void this.catchUp(state);
+        if (gap || !state.newestLoaded) void this.catchUp(state, before);
       } else if (leaf === 'receipts' && json.type === 'read') {
         const receipt = json as unknown as ReadReceipt;
         this.sawRead(state, receipt.userId, receipt.readSeq);
