@@ -65,21 +65,9 @@ export class LogWriter {
   /** Waits for the appends under way, then ends the thread (its connection closes cleanly). */
   close(): Promise<void> {
     return (this.closing ??= (async () => {
-      const worker = this.worker;
-      if (!worker) return;
-      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-      worker.ref();
-      worker.postMessage({ close: true });
-      await exited;
-      const checkpointer = this.checkpointer;
-      if (checkpointer) {
-        const done = new Promise<void>((resolve) => checkpointer.once('exit', () => resolve()));
-        // Held until it exits: an unreferenced thread would let a process with nothing else to
-        // do end here, before close() resolves.
-        checkpointer.ref();
-        checkpointer.postMessage({ close: true });
-        await done;
-      }
+      if (!this.worker) return;
+      await endThread(this.worker);
+      if (this.checkpointer) await endThread(this.checkpointer);
     })());
   }
 
@@ -360,3 +348,15 @@ parentPort.on('message', (m) => {
   parentPort.close();
 });
 `;
+
+/**
+ * Asks one of the store's threads to close (`{ close: true }`: it finishes what it holds, closes
+ * its connection and exits) and resolves once it has exited. The thread is held meanwhile: an
+ * unreferenced one would let a process with nothing else to do end before this resolves.
+ */
+export function endThread(worker: Worker): Promise<void> {
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  worker.ref();
+  worker.postMessage({ close: true });
+  return exited;
+}

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { normalizeForSearch } from '../search-text.js';
+import { endThread } from './sqlite-log-writer.js';
 import { SEARCH_CANDIDATES } from './store.js';
 
 /**
@@ -58,12 +59,7 @@ export class SearchThread {
   /** Ends the thread once the searches under way are answered. */
   close(): Promise<void> {
     return (this.closing ??= (async () => {
-      const worker = this.worker;
-      if (!worker) return;
-      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-      worker.ref();
-      worker.postMessage({ close: true });
-      await exited;
+      if (this.worker) await endThread(this.worker);
     })());
   }
 
