@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -55,6 +55,8 @@ function note(problems: Map<string, number>, line: string) {
 export async function startChat(templateDb: string, extraEnv: Record<string, string> = {}, o: { roomy?: boolean } = {}): Promise<Server> {
   const dataDir = trackDir(mkdtempSync(join(tmpdir(), 'mqtt-chat-bench-run-')));
   copyFileSync(templateDb, join(dataDir, 'chat.db'));
+  // As the server creates it: a copy made with the umask's mode is warned about at start.
+  chmodSync(join(dataDir, 'chat.db'), 0o600);
   const env: NodeJS.ProcessEnv = { ...process.env };
   // The embedded deployment is what is measured: no cluster or external store from the caller's shell.
   for (const name of ['REDIS_URL', 'AMQP_URL', 'MONGO_URL', 'ROLES', 'TLS_CERT', 'TLS_KEY', 'NODE_OPTIONS']) delete env[name];
