@@ -1,5 +1,5 @@
 /**
- * `npm run bench:append [-- --rate 2500 --seconds 10 --rounds 3 --chats 680]`
+ * `npm run bench:append [-- --rate 2500 --seconds 10 --rounds 3 --chats 680 --log segments|sqlite|both]`
  *
  * A component benchmark of the durable append, the step every message pays before its PUBACK:
  * envelopes go through the embedded archive (`StoreArchive`) into a SQLite store on a file in
@@ -23,12 +23,18 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '10' },
     rounds: { type: 'string', default: '3' },
     chats: { type: 'string', default: '680' },
+    // segments: the embedded deployment's store (exclusive: the segment log in front of SQLite);
+    // sqlite: a store that shares its file (each group commit a SQLite transaction); both: rounds
+    // alternate between them.
+    log: { type: 'string', default: 'segments' },
   },
 });
 const RATE = Number(values.rate);
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
 const CHATS = Number(values.chats);
+const LOGS = values.log === 'both' ? ['segments', 'sqlite'] : [values.log!];
+if (!LOGS.every((l) => l === 'segments' || l === 'sqlite')) throw new Error('--log is segments, sqlite or both');
 const TICK_US = 1e6 / 100; // USER_HZ: /proc reports CPU in 10 ms ticks
 
 /** Threads that exist before any store opens: the main thread, V8's and libuv's. */
@@ -55,9 +61,9 @@ function io(): { wchar: number; syscw: number } {
   return { wchar: get('wchar'), syscw: get('syscw') };
 }
 
-async function round(n: number): Promise<void> {
+async function round(n: number, log: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'mqtt-chat-append-'));
-  const store = new SqliteStore(join(dir, 'chat.db'));
+  const store = new SqliteStore(join(dir, 'chat.db'), { exclusive: log === 'segments' });
   try {
     const chats: { id: string; sender: string; seq: number }[] = [];
     for (let c = 0; c < CHATS; c++) {
@@ -121,7 +127,7 @@ async function round(n: number): Promise<void> {
     }
     const core = (((user + sys) * TICK_US) / 1e6 / elapsed) * 100;
     console.log(
-      `round ${n}: ${total.toLocaleString('en-US')} appends at ${RATE.toLocaleString('en-US')}/s in ${elapsed.toFixed(1)} s: ` +
+      `round ${n} (${log}): ${total.toLocaleString('en-US')} appends at ${RATE.toLocaleString('en-US')}/s in ${elapsed.toFixed(1)} s: ` +
         `${per(user)} µs user + ${per(sys)} µs sys per message (${core.toFixed(0)} % of a core); ` +
         `written ${((io1.wchar - io0.wchar) / total / 1024).toFixed(1)} KB and ${((io1.syscw - io0.syscw) / total).toFixed(1)} write calls per message`,
     );
@@ -133,4 +139,4 @@ async function round(n: number): Promise<void> {
 }
 
 console.log(`append: StoreArchive -> SqliteStore (${tmpdir()}), ${CHATS} chats, random chat per message, ${new Date().toISOString()}`);
-for (let n = 1; n <= ROUNDS; n++) await round(n);
+for (let n = 1; n <= ROUNDS; n++) for (const log of LOGS) await round(n, log);

@@ -19,6 +19,19 @@ storeContract('sqlite', async () => {
   };
 });
 
+// The embedded deployment's store: appends go to the segment log, reads have it compacted first.
+storeContract('sqlite (exclusive: segment log)', async () => {
+  const dir = tempDir('chat-store-');
+  const store = new SqliteStore(join(dir, 'chat.db'), { exclusive: true });
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+});
+
 /**
  * The search index follows the log in transactions of its own (core/store/sqlite-log-writer.ts).
  * What one store connection appended and had not indexed yet is found by a search through

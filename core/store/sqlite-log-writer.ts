@@ -1,7 +1,11 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { normalizeForSearch, searchTokens } from '../search-text.js';
+import { normalizeForSearch, searchTokenText } from '../search-text.js';
+import { decodeRecords, encodeRecords, type MessageRow, messageRowWriter } from './sqlite-message-rows.js';
+import { segmentLog } from './sqlite-segment-log.js';
 import type { Appended } from './store.js';
+
+export type { MessageRow };
 
 /**
  * Commits of the message log are at least this far apart (ms): under load, the messages that
@@ -18,11 +22,12 @@ const MIN_COMMIT_GAP_MS = 2;
  */
 const INDEX_GAP_MS = 200;
 const INDEX_BATCH = 5000;
-
-/** One log row: chat_id, seq, id, type, sender_id (a message's or edit's sender, a deletion's
- * actor), client_msg_id, created_at, envelope; then, not stored as such, the text of a message
- * or edit (for the search index) and the target seq of an edit or delete. */
-export type MessageRow = [string, number, string, string, string | null, string | null, number, string, string | null, number | null];
+/** The segment log (core/store/sqlite-segment-log.ts): its rows are written into the database
+ * `compactAfterMs` after the current segment's first (or once `compactRows` wait, or a read needs
+ * them), in transactions of `chunk` rows (a few ms each, so that the main thread's own writes
+ * wait for the write lock no longer); appends are refused while `maxTailRows` wait (compactions
+ * failing: the database's disk full, say); a failed compaction is tried again `retryMs` later. */
+const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 250, maxTailRows: 200_000, retryMs: 1000 };
 
 /**
  * The message log's writer: a thread with its own connection to the database file that
@@ -39,19 +44,58 @@ export class LogWriter {
   private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
   private nextId = 1;
   private closing: Promise<void> | null = null;
+  /** With the segment log: the last append that stored a row, and the last one whose rows are
+   * all in the database (the thread says so as it compacts). */
+  private lastStored = 0;
+  private compactedThrough = 0;
+  /** With the segment log: each chat's highest seq among rows not yet in the database, and the
+   * append that stored it. */
+  private readonly tailSeqs = new Map<string, { seq: number; request: number }>();
 
-  constructor(private readonly file: string) {}
+  /** `segments`: appends go to the segment log (core/store/sqlite-segment-log.ts), the database
+   * follows in compactions; otherwise each group commit is a transaction of the database. */
+  constructor(
+    private readonly file: string,
+    private readonly segments = false,
+  ) {}
 
-  append(rows: MessageRow[]): Promise<Appended[]> {
-    return this.ask<Appended[]>({ rows });
+  async append(rows: MessageRow[]): Promise<Appended[]> {
+    const request = this.nextId;
+    const outcomes = await this.ask<Appended[]>({ rows });
+    if (this.segments) {
+      rows.forEach((row, i) => {
+        if (outcomes[i] !== 'stored') return;
+        this.lastStored = Math.max(this.lastStored, request);
+        const tail = this.tailSeqs.get(row[0]);
+        if (!tail || tail.seq < row[1]) this.tailSeqs.set(row[0], { seq: row[1], request });
+      });
+    }
+    return outcomes;
   }
 
   /** Resolves once the search index holds every row stored before the call. */
   async indexed(): Promise<void> {
+    await this.caughtUp();
     await this.ask({ index: true });
   }
 
-  private ask<T>(request: { rows: MessageRow[] } | { index: true }): Promise<T> {
+  /** Resolves once every row appended before the call is in the database (at once without the
+   * segment log, or when the segment log has compacted them). */
+  async caughtUp(): Promise<void> {
+    if (this.compactedThrough < this.lastStored) await this.ask({ flush: true });
+  }
+
+  /** The chat's highest seq among rows the segment log holds and the database not yet (0: none). */
+  tailSeq(chatId: string): number {
+    return this.tailSeqs.get(chatId)?.seq ?? 0;
+  }
+
+  private compacted(through: number): void {
+    this.compactedThrough = Math.max(this.compactedThrough, through);
+    for (const [chatId, tail] of this.tailSeqs) if (tail.request <= through) this.tailSeqs.delete(chatId);
+  }
+
+  private ask<T>(request: { rows: MessageRow[] } | { index: true } | { flush: true }): Promise<T> {
     if (this.closing) return Promise.reject(new Error('the store is closed'));
     const worker = (this.worker ??= this.start());
     const id = this.nextId++;
@@ -85,12 +129,15 @@ export class LogWriter {
     const worker = new Worker(WRITER, { eval: true, workerData: {
         file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS, resetFrames: 10_000, indexGapMs: INDEX_GAP_MS, indexBatch: INDEX_BATCH,
         // The search's own functions, so that the index is cut exactly as queries are.
-        normalizeForSearch: normalizeForSearch.toString(), searchTokens: searchTokens.toString(),
+        normalizeForSearch: normalizeForSearch.toString(), searchTokenText: searchTokenText.toString(),
+        messageRowWriter: messageRowWriter.toString(),
+        segments: this.segments ? { segmentLog: segmentLog.toString(), encodeRecords: encodeRecords.toString(), decodeRecords: decodeRecords.toString(), ...SEGMENTS } : null,
       },
     });
     worker.unref();
     this.checkpointer ??= this.startCheckpointer(driver);
-    worker.on('message', (reply: { id: number; outcomes?: Appended[]; indexed?: true; error?: { message: string; code?: string } }) => {
+    worker.on('message', (reply: { id: number; outcomes?: Appended[]; indexed?: true; compacted?: number; error?: { message: string; code?: string } }) => {
+      if (reply.compacted !== undefined) return this.compacted(reply.compacted);
       const waiter = this.pending.get(reply.id);
       if (!waiter) return;
       this.pending.delete(reply.id);
@@ -130,48 +177,13 @@ db.pragma('temp_store = MEMORY');
 // commit running beside it, finishes: the next commit then starts the WAL anew.
 db.pragma('wal_autocheckpoint = ' + workerData.resetFrames);
 const normalizeForSearch = (0, eval)('(' + workerData.normalizeForSearch + ')');
-const searchTokens = (0, eval)('(' + workerData.searchTokens + ')');
-const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope, target_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
-const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
-const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
-const target = db.prepare("SELECT rowid, envelope, deleted, edit_seq FROM messages WHERE chat_id = ? AND seq = ? AND type = 'message'");
-const setEdited = db.prepare('UPDATE messages SET envelope = ?, edit_seq = ? WHERE rowid = ?');
-const setDeleted = db.prepare('UPDATE messages SET envelope = ?, deleted = 1 WHERE rowid = ?');
+const searchTokenText = (0, eval)('(' + workerData.searchTokenText + ')');
+const appendRow = (0, eval)('(' + workerData.messageRowWriter + ')')(db);
 const indexText = db.prepare('INSERT INTO message_search (rowid, tokens) VALUES (?, ?)');
 const unindex = db.prepare('DELETE FROM message_search WHERE rowid = ?');
-const forgetEdits = db.prepare("UPDATE messages SET envelope = json_remove(envelope, '$.text') WHERE chat_id = ? AND target_seq = ? AND type = 'edit'");
 const index = (rowid, text) => {
-  const tokens = searchTokens(normalizeForSearch(text));
-  if (tokens.length > 0) indexText.run(rowid, tokens.join(' '));
-};
-// What a stored row does besides being there (Store.appendMessages): an edit or delete changes
-// its target's current state. (A message's sender's read pointer moves with it by its being
-// there: the store reads a member's newest own message as its pointer when that is later. The
-// search index follows in transactions of its own: catchUp, below.)
-// row: [chatId, seq, id, type, senderId, clientMsgId, createdAt, envelope, text, targetSeq]
-const apply = (row) => {
-  const [chatId, seq, , type, , , createdAt, , text, targetSeq] = row;
-  if (type !== 'edit' && type !== 'delete') return;
-  const t = target.get(chatId, targetSeq);
-  if (!t) return;
-  if (t.deleted) {
-    if (type === 'edit') forgetEdits.run(chatId, targetSeq); // one that lost the race with the deletion
-    return;
-  }
-  const state = JSON.parse(t.envelope);
-  if (type === 'edit') {
-    if (t.edit_seq > seq) return; // a later edit was applied already
-    state.text = text;
-    state.editedAt = new Date(createdAt).toISOString();
-    setEdited.run(JSON.stringify(state), seq, t.rowid);
-  } else {
-    delete state.text;
-    delete state.editedAt;
-    state.deleted = true;
-    setDeleted.run(JSON.stringify(state), t.rowid);
-    // A deleted message's text is gone from history, also from its edits (they keep their place).
-    forgetEdits.run(chatId, targetSeq);
-  }
+  const tokens = searchTokenText(normalizeForSearch(text));
+  if (tokens !== '') indexText.run(rowid, tokens);
 };
 // The search index follows the log by rowid: search_progress holds the last row it has taken,
 // moved in the same transaction as the index, so a crash loses nothing and repeats nothing.
@@ -203,21 +215,6 @@ const catchUpOnce = db.transaction(() => {
   if (rows.length > 0) setProgress.run(last);
   return rows.length === workerData.indexBatch;
 });
-const appendRow = (row) => {
-  // (chat_id, seq) is looked up first: its index is not unique (it carries the columns unread
-  // counts read). The write transaction holds the database's write lock, so nothing is
-  // inserted between the look-up and the insert, by this process or another.
-  const holder = atSeq.get(row[0], row[1]);
-  if (holder) return holder.id === row[2] ? 'present' : { seqHeldBy: holder.id };
-  if (insert.run(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[9]).changes === 1) {
-    apply(row);
-    return 'stored';
-  }
-  // Skipped: say why.
-  const keyed = row[5] === null ? undefined : byKey.get(row[0], row[4], row[5]);
-  if (keyed) return { keyHeldBy: { id: keyed.id, seq: keyed.seq } };
-  throw new Error('message id ' + row[2] + ' is stored already, at another chat or seq');
-};
 const appendBatch = db.transaction((rows) => rows.map(appendRow));
 const failure = (err) => ({ message: String(err && err.message), code: err && err.code });
 // Nested in this transaction, each batch's own transaction is a savepoint.
@@ -241,7 +238,63 @@ let lastIndex = -Infinity;
 const take = (m) => {
   if (m.close) closing = true;
   else if (m.index) indexWaiters.push(m.id);
+  else if (m.flush) flushWaiters.push(m.id);
   else queue.push(m);
+};
+// With the segment log (core/store/sqlite-segment-log.ts), a group commit is a write to the log
+// instead of a transaction; the log's rows reach the database in compactions, one chunk per turn,
+// appends answered in between. A read that needs them asks for a flush. A failing chunk is tried
+// again later (the rows stay in the log); a flush waiting for it fails.
+const segments = workerData.segments;
+const log = segments && (0, eval)('(' + segments.segmentLog + ')')({
+  fs: require('node:fs'), crc32: require('node:zlib').crc32, db, file: workerData.file, appendRow,
+  encodeRecords: (0, eval)('(' + segments.encodeRecords + ')'), decodeRecords: (0, eval)('(' + segments.decodeRecords + ')'),
+  compactAfterMs: segments.compactAfterMs, compactRows: segments.compactRows, chunk: segments.chunk, maxTailRows: segments.maxTailRows,
+  onCompacted: (through) => parentPort.postMessage({ compacted: through }),
+});
+let flushWaiters = [];
+let sealTimer = null;
+let compactTimer = null;
+const scheduleSeal = () => {
+  if (sealTimer) return;
+  const wait = log.dueIn();
+  if (wait !== Infinity) sealTimer = setTimeout(sealNow, wait);
+};
+const sealNow = () => {
+  sealTimer = null;
+  log.seal();
+  scheduleCompact(0);
+};
+const scheduleCompact = (wait) => {
+  if (compactTimer) return;
+  compactTimer = wait > 0 ? setTimeout(compactNext, wait) : setImmediate(compactNext);
+};
+const compactNext = () => {
+  compactTimer = null;
+  let more;
+  try {
+    more = log.compactStep();
+  } catch (err) {
+    answerFlushes(failure(err));
+    return scheduleCompact(segments.retryMs);
+  }
+  if (more) return scheduleCompact(0);
+  answerFlushes(null);
+  scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
+  scheduleSeal();
+};
+const answerFlushes = (error) => {
+  for (const id of flushWaiters) parentPort.postMessage(error ? { id, error } : { id, outcomes: null });
+  flushWaiters = [];
+};
+// A read needs every row in the database: the current segment is sealed and compacted at once,
+// a chunk a turn as always (appends are answered in between), and the read answered after.
+const flush = () => {
+  clearTimeout(sealTimer);
+  sealTimer = null;
+  log.seal();
+  if (log.pending() === 0) return answerFlushes(null);
+  scheduleCompact(0);
 };
 // One batch per turn: appends that arrive meanwhile are committed between batches. The index
 // never waits for the write lock (another process holding it, say): it tries again later, so that
@@ -291,15 +344,23 @@ const commitQueued = () => {
     lastCommit = performance.now();
     let results;
     try {
-      results = commit.immediate(batches);
+      results = log ? log.append(batches, failure) : commit.immediate(batches);
     } catch (err) {
       results = batches.map((b) => ({ id: b.id, error: failure(err) }));
     }
     for (const r of results) parentPort.postMessage(r);
+    if (log) scheduleSeal();
     scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
   }
+  if (flushWaiters.length > 0) flush();
   if (indexWaiters.length > 0) catchUp();
   if (closing) {
+    if (log) {
+      clearTimeout(sealTimer);
+      clearTimeout(compactTimer);
+      clearImmediate(compactTimer);
+      log.close();
+    }
     // Leave the index complete (a later start would catch up anyway).
     cancelIndex();
     try {
@@ -315,7 +376,7 @@ const commitQueued = () => {
 parentPort.on('message', (m) => {
   take(m);
   if (timer) return;
-  const wait = m.index ? 0 : lastCommit + workerData.minGapMs - performance.now();
+  const wait = m.index || m.flush ? 0 : lastCommit + workerData.minGapMs - performance.now();
   timer = wait > 0 ? setTimeout(commitQueued, wait) : setImmediate(commitQueued);
 });
 // Rows a previous run stored and did not index yet (it stopped in between).

@@ -5,6 +5,7 @@ import { AppError, groupFull, notFound, usernameTaken } from '../errors.js';
 import { type Envelope, type StoredMessage, envelopeJson, parseEnvelope } from '../envelope.js';
 import { normalizeForSearch, searchTokens } from '../search-text.js';
 import { LogWriter, type MessageRow } from './sqlite-log-writer.js';
+import { takeOverSegmentLog } from './sqlite-segment-log.js';
 import { SEARCH_PENDING_MAX, SEARCH_PHRASE_TOKENS, SearchThread } from './sqlite-search.js';
 import type {
   ActivityKey, Appended, ChatRecord, ChatState, ChatType, MessageRange, NewDirectChat, NewGroupChat, NewUser, Page, PageOf,
@@ -174,16 +175,29 @@ export class SqliteStore implements Store {
   private readonly s;
   /** Makes commits durable: see `durable()`. */
   private readonly wal: WalSync;
-  /** Appends messages on a thread of its own. */
+  /** Appends messages on a thread of its own (and, behind the segment log, compacts them). */
   private readonly writer: LogWriter;
+  /** Holds the segment log for this process (`exclusive`). */
+  private readonly logLock: Database.Database | null;
   /** Runs message searches on a thread of its own. */
   private readonly searcher: SearchThread;
   /** Searches admitted and not yet answered (bounded: SEARCH_PENDING_MAX). */
   private searchesPending = 0;
 
-  /** `file`: the database file, created if missing (a file is needed: the message log is
-   * written by a second connection, on its own thread). */
-  constructor(file: string) {
+  /**
+   * `file`: the database file, created if missing (a file is needed: the message log is written
+   * by a second connection, on its own thread).
+   *
+   * `exclusive`: this process is the only one that appends messages to the file (the embedded
+   * deployment: one process owns DATA_DIR). Appends then go to an append-only segment log beside
+   * the file, and reach the database in large batches (core/store/sqlite-segment-log.ts): a
+   * second process opening the file this way fails; other processes sharing the file see a
+   * message in the database within a few seconds of its append. Without it, each group commit
+   * is a transaction of the database's own. `lockWaitMs`: how long an exclusive store waits for
+   * a process that holds the log and is ending (10 s). Either way, what a previous exclusive run left in its
+   * log is replayed into the database here, when no live process holds that log.
+   */
+  constructor(file: string, options: { exclusive?: boolean; lockWaitMs?: number } = {}) {
     mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file);
     this.db.pragma('busy_timeout = 10000');
@@ -198,7 +212,11 @@ export class SqliteStore implements Store {
     this.db.pragma('wal_autocheckpoint = 0');
     this.migrate();
     this.wal = new WalSync(`${file}-wal`);
-    this.writer = new LogWriter(file);
+    const exclusive = options.exclusive === true;
+    const lock = takeOverSegmentLog(file, this.db, exclusive ? (options.lockWaitMs ?? 10_000) : 0);
+    if (!exclusive) lock?.close();
+    this.logLock = exclusive ? lock : null;
+    this.writer = new LogWriter(file, exclusive);
     this.searcher = new SearchThread(file);
     const db = this.db;
     this.s = {
@@ -313,6 +331,7 @@ export class SqliteStore implements Store {
     await this.searcher.close();
     await this.wal.close();
     if (this.db.open) this.db.close();
+    if (this.logLock?.open) this.logLock.close();
   }
 
   // ---- users
@@ -460,7 +479,7 @@ export class SqliteStore implements Store {
       const added = [...new Set(userIds)].filter((u) => !current.has(u));
       if (current.size + added.length > maxMembers) throw groupFull(maxMembers);
       // A member added later has read what came before it joined.
-      const readSeq = added.length > 0 ? this.s.maxSeq.get(chatId)!.n : 0;
+      const readSeq = added.length > 0 ? this.lastSeq(chatId) : 0;
       for (const u of added) this.s.insertMember.run(chatId, u, at, readSeq);
       if (added.length === 0) return { chat: this.withMembers(row), added };
       this.s.membersChanged.run(chatId);
@@ -485,7 +504,7 @@ export class SqliteStore implements Store {
   private withMembers(r: ChatRow): ChatRecord {
     return {
       id: r.id, number: r.number, type: r.type, name: r.name, visibility: r.visibility, ownerId: r.owner_id,
-      memberIds: this.s.memberIds.all(r.id).map((m) => m.user_id), membersVersion: r.members_version, lastSeq: this.s.maxSeq.get(r.id)!.n, createdAt: r.created_at,
+      memberIds: this.s.memberIds.all(r.id).map((m) => m.user_id), membersVersion: r.members_version, lastSeq: this.lastSeq(r.id), createdAt: r.created_at,
     };
   }
 
@@ -522,6 +541,7 @@ export class SqliteStore implements Store {
   }
 
   async listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }> {
+    await this.caughtUp();
     const before = range.before ?? Number.MAX_SAFE_INTEGER;
     if (range.after !== undefined) {
       const rows = this.s.messagesAfter.all(chatId, range.after, before, range.limit + 1);
@@ -534,21 +554,34 @@ export class SqliteStore implements Store {
   }
 
   async getMessage(chatId: string, seq: number): Promise<StoredMessage | null> {
+    await this.caughtUp();
     const r = this.s.messageAt.get(chatId, seq);
     return r ? (parseEnvelope(r.envelope) as StoredMessage) : null;
   }
 
   async maxSeq(chatId: string): Promise<number> {
-    return this.s.maxSeq.get(chatId)!.n;
+    return this.lastSeq(chatId);
+  }
+
+  /** The chat's highest stored seq, the segment log's rows included. */
+  private lastSeq(chatId: string): number {
+    return Math.max(this.s.maxSeq.get(chatId)!.n, this.writer.tailSeq(chatId));
+  }
+
+  /** Resolves once the rows the segment log holds are in the database, for a read of them. */
+  private caughtUp(): Promise<void> {
+    return this.writer.caughtUp();
   }
 
   async recentSends(limit: number): Promise<RecentSend[]> {
+    await this.caughtUp();
     return this.s.recentSends.all(limit).map((r) => ({ chatId: r.chat_id, senderId: r.sender_id, clientMsgId: r.client_msg_id, sent: { id: r.id, seq: r.seq } }));
   }
 
   // ---- read pointers
 
   async setReadPointer(chatId: string, userId: string, readSeq: number, at: number): Promise<(ReadPointer & { moved: boolean }) | null> {
+    await this.caughtUp();
     const stored = this.s.readPointer.get(chatId, userId);
     if (!stored) return null;
     const before = this.pointer(chatId, userId, stored);
@@ -560,6 +593,7 @@ export class SqliteStore implements Store {
   }
 
   async readPointers(chatId: string): Promise<ReadPointer[]> {
+    await this.caughtUp();
     return this.s.readPointers.all(chatId).map((r) => this.pointer(chatId, r.user_id, r));
   }
 
@@ -572,6 +606,7 @@ export class SqliteStore implements Store {
   }
 
   async chatStates(userId: string, chatIds: readonly string[]): Promise<Map<string, ChatState>> {
+    await this.caughtUp();
     const states = new Map<string, ChatState>();
     // One read transaction: every chat's figures from one snapshot of the log.
     this.db.transaction(() => {
@@ -597,6 +632,7 @@ export class SqliteStore implements Store {
   }
 
   async listChatsOfMemberByActivity(userId: string, type: ChatType, page: Page<ActivityKey>): Promise<PageOf<ChatRecord & { lastActivityAt: number }>> {
+    await this.caughtUp();
     const after = page.after ?? { at: Number.MAX_SAFE_INTEGER, number: Number.MAX_SAFE_INTEGER };
     const rows = this.s.chatsByActivity.all({ user: userId, type, at: after.at, number: after.number, limit: page.limit + 1 });
     return pageOf(rows, page.limit, (r) => ({ ...this.withMembers(r), lastActivityAt: r.activity }));

@@ -1,0 +1,342 @@
+import { closeSync, fsyncSync, openSync, readFileSync, readdirSync, unlinkSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { crc32 } from 'node:zlib';
+import Database from 'better-sqlite3';
+import { decodeRecords, type MessageRow, messageRowWriter } from './sqlite-message-rows.js';
+
+/**
+ * The segment log: the durable append of a process that is its database's only writer of
+ * messages (the embedded deployment), an append-only log of segment files beside the database,
+ * in front of it. It runs on the message log's writer thread (core/store/sqlite-log-writer.ts),
+ * in place of a database transaction per group commit:
+ *
+ * - A group of appends is checked (seq, idempotency key and id, against the log's rows and the
+ *   database, exactly as the writer's transaction would) and its rows are written to the current
+ *   segment as checksummed records, in one write to a file opened O_DSYNC (the write returns once
+ *   the data is on disk); then the appends are answered.
+ * - About once a second (`compactAfterMs` after the segment's first row), when `compactRows`
+ *   wait, or when a read needs them (`flush`), the current segment is sealed and its rows are
+ *   written into the database, sorted by chat and seq, in transactions of `chunk` rows with
+ *   appends answered in between; then the segment is deleted. In one compaction a second's
+ *   messages share the database's pages: bench/README.md, "The segment log".
+ * - At start, what a previous run left is replayed (`takeOverSegmentLog`, on the main thread, as
+ *   the store opens; and here, for a thread started again after its predecessor stopped).
+ *
+ * Self-contained (no imports, no outer names): the writer thread runs its source, with its
+ * dependencies given.
+ */
+export function segmentLog(d: {
+  fs: typeof import('node:fs');
+  crc32: (data: Uint8Array) => number;
+  db: import('better-sqlite3').Database;
+  file: string;
+  appendRow: (row: MessageRow) => unknown;
+  encodeRecords: (rows: readonly MessageRow[], crc32: (data: Uint8Array) => number) => Buffer;
+  decodeRecords: (data: Buffer, crc32: (data: Uint8Array) => number) => MessageRow[];
+  compactAfterMs: number;
+  compactRows: number;
+  chunk: number;
+  maxTailRows: number;
+  /** Called when every row of appends up to this request id is in the database. */
+  onCompacted: (through: number) => void;
+}) {
+  const { fs, db } = d;
+  interface Maps { bySeq: Map<string, string>; byKey: Map<string, { id: string; seq: number }>; ids: Set<string> }
+  interface Segment extends Maps { n: number; path: string; fd: number; size: number; rows: MessageRow[]; lastRequest: number; firstAt: number; sorted: MessageRow[] | null; done: number }
+  // What the database holds, for the checks. This thread is the only one that writes messages to
+  // the file (the log's lock keeps other processes out), so a seq above the chat's highest stored
+  // one, or an id above the highest stored one (ids are time-ordered), cannot be held there: only
+  // the idempotency key is looked up for every row.
+  const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
+  const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
+  const byId = db.prepare('SELECT 1 AS x FROM messages WHERE id = ?');
+  const chatSeq = db.prepare('SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE chat_id = chats.id) AS n FROM chats WHERE id = ?');
+  const storedSeqs = new Map<string, number>();
+  let storedId = (db.prepare("SELECT COALESCE(MAX(id), '') AS id FROM messages").get() as { id: string }).id;
+  const stored = (row: MessageRow) => {
+    if (row[1] > (storedSeqs.get(row[0]) ?? 0)) storedSeqs.set(row[0], row[1]);
+    if (row[2] > storedId) storedId = row[2];
+  };
+  const dir = d.file.slice(0, d.file.lastIndexOf('/') + 1) || '.';
+  // Segments left behind (the store replays them as it opens, so only a thread that stopped and
+  // was started again finds any): into the database first.
+  const prefix = d.file.slice(dir.length) + '-log.';
+  const left = fs.readdirSync(dir).filter((name) => name.startsWith(prefix) && /^\d{8,}$/.test(name.slice(prefix.length))).sort();
+  if (left.length > 0) {
+    db.transaction(() => {
+      for (const name of left) {
+        for (const row of d.decodeRecords(fs.readFileSync(dir + name), d.crc32)) {
+          try {
+            d.appendRow(row);
+          } catch {
+            // its id is stored elsewhere, or its chat is gone: nothing was written
+          }
+        }
+      }
+    }).immediate();
+    for (const name of left) fs.unlinkSync(dir + name);
+    storedId = (db.prepare("SELECT COALESCE(MAX(id), '') AS id FROM messages").get() as { id: string }).id;
+  }
+  let nextSegment = left.length > 0 ? Number(left[left.length - 1]!.slice(prefix.length)) + 1 : 1;
+  const maps = (): Maps => ({ bySeq: new Map(), byKey: new Map(), ids: new Set() });
+  const open = (): Segment => {
+    const n = nextSegment++;
+    const path = d.file + '-log.' + String(n).padStart(8, '0');
+    const c = fs.constants;
+    // O_DSYNC: a write returns once its data is on disk (one call where write and fdatasync were two).
+    const fd = fs.openSync(path, c.O_WRONLY | c.O_CREAT | c.O_TRUNC | c.O_DSYNC, 0o600);
+    // The new file's name is durable once its directory is.
+    const dirFd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(dirFd);
+    } finally {
+      fs.closeSync(dirFd);
+    }
+    return { n, path, fd, size: 0, rows: [], lastRequest: 0, firstAt: 0, sorted: null, done: 0, ...maps() };
+  };
+  let current = open();
+  /** Sealed segments, oldest first; the first may be partly in the database already. */
+  const sealed: Segment[] = [];
+  let tailRows = 0;
+  let skipped = 0;
+
+  const seqKey = (row: MessageRow) => row[0] + '\n' + row[1];
+  const idemKey = (row: MessageRow) => (row[5] === null ? null : row[0] + '\n' + row[4] + '\n' + row[5]);
+  const remember = (m: Maps, row: MessageRow) => {
+    m.bySeq.set(seqKey(row), row[2]);
+    const key = idemKey(row);
+    if (key !== null) m.byKey.set(key, { id: row[2], seq: row[1] });
+    m.ids.add(row[2]);
+  };
+  const forget = (m: Maps, row: MessageRow) => {
+    m.bySeq.delete(seqKey(row));
+    const key = idemKey(row);
+    if (key !== null) m.byKey.delete(key);
+    m.ids.delete(row[2]);
+  };
+
+  /** What becomes of each row of a batch (all or none: rows earlier in it count as held). */
+  const check = (rows: MessageRow[]) => {
+    const batch = maps();
+    const segments = [batch, current, ...sealed];
+    const outcomes = rows.map((row) => {
+      const [chatId, seq, id, , senderId, clientMsgId] = row;
+      let storedSeq = storedSeqs.get(chatId);
+      if (storedSeq === undefined) {
+        const chat = chatSeq.get(chatId) as { n: number } | undefined;
+        if (!chat) throw Object.assign(new Error('FOREIGN KEY constraint failed'), { code: 'SQLITE_CONSTRAINT_FOREIGNKEY' });
+        storedSeqs.set(chatId, (storedSeq = chat.n));
+      }
+      // As the database's writer would: seq first, then idempotency key, then id.
+      const sk = seqKey(row);
+      for (const s of segments) {
+        const holder = s.bySeq.get(sk);
+        if (holder !== undefined) return holder === id ? 'present' : { seqHeldBy: holder };
+      }
+      const holder = seq <= storedSeq ? (atSeq.get(chatId, seq) as { id: string } | undefined) : undefined;
+      if (holder) return holder.id === id ? 'present' : { seqHeldBy: holder.id };
+      const key = idemKey(row);
+      if (key !== null) {
+        for (const s of segments) {
+          const keyed = s.byKey.get(key);
+          if (keyed) return { keyHeldBy: { id: keyed.id, seq: keyed.seq } };
+        }
+        const keyed = byKey.get(chatId, senderId, clientMsgId) as { id: string; seq: number } | undefined;
+        if (keyed) return { keyHeldBy: { id: keyed.id, seq: keyed.seq } };
+      }
+      if (segments.some((s) => s.ids.has(id)) || (id <= storedId && byId.get(id))) throw new Error('message id ' + id + ' is stored already, at another chat or seq');
+      remember(batch, row);
+      return 'stored';
+    });
+    return outcomes;
+  };
+
+  /** The current segment joins the sealed ones; a new one takes its place. */
+  const seal = () => {
+    if (current.rows.length === 0) return;
+    fs.closeSync(current.fd);
+    sealed.push(current);
+    current = open();
+  };
+
+  const byChatAndSeq = (a: MessageRow, b: MessageRow) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]);
+  const compactChunk = db.transaction((rows: MessageRow[]) => {
+    for (const row of rows) {
+      let outcome;
+      try {
+        outcome = d.appendRow(row);
+      } catch {
+        outcome = null; // its id is stored elsewhere, or its chat is gone: nothing was written
+      }
+      if (outcome !== 'stored' && outcome !== 'present') skipped++;
+    }
+  });
+
+  return {
+    /** Appends groups of batches: answers each, once its rows are on disk, with its outcomes or
+     * its error. */
+    append(batches: { id: number; rows: MessageRow[] }[], failure: (err: unknown) => unknown) {
+      const results: ({ id: number; outcomes: unknown[] } | { id: number; error: unknown })[] = [];
+      const accepted: { id: number; outcomes: unknown[]; rows: MessageRow[] }[] = [];
+      for (const b of batches) {
+        if (tailRows >= d.maxTailRows) {
+          results.push({ id: b.id, error: { message: 'the message log is full: its rows are not being written into the database', code: 'LOG_FULL' } });
+          continue;
+        }
+        try {
+          const outcomes = check(b.rows);
+          const rows = b.rows.filter((_, i) => outcomes[i] === 'stored');
+          for (const row of rows) remember(current, row);
+          accepted.push({ id: b.id, outcomes, rows });
+        } catch (err) {
+          results.push({ id: b.id, error: failure(err) });
+        }
+      }
+      const rows = accepted.flatMap((a) => a.rows);
+      if (rows.length > 0) {
+        const records = d.encodeRecords(rows, d.crc32);
+        try {
+          let at = 0;
+          while (at < records.length) at += fs.writeSync(current.fd, records, at, records.length - at, current.size + at);
+        } catch (err) {
+          // Nothing of this write counts: the file is cut back to what was acknowledged before it
+          // (if that fails too, the segment is sealed: its records end where they were good).
+          for (const row of rows) forget(current, row);
+          try {
+            fs.ftruncateSync(current.fd, current.size);
+          } catch {
+            seal();
+          }
+          const error = failure(err);
+          return results.concat(accepted.map((a) => ({ id: a.id, error })));
+        }
+        if (current.rows.length === 0) current.firstAt = performance.now();
+        current.size += records.length;
+        for (const row of rows) current.rows.push(row);
+        tailRows += rows.length;
+      }
+      for (const a of accepted) current.lastRequest = Math.max(current.lastRequest, a.id);
+      return results.concat(accepted.map((a) => ({ id: a.id, outcomes: a.outcomes })));
+    },
+
+    /** How long until the current segment is due to be sealed (Infinity: it holds nothing). */
+    dueIn(): number {
+      if (current.rows.length === 0) return Infinity;
+      if (tailRows >= d.compactRows) return 0;
+      return Math.max(0, current.firstAt + d.compactAfterMs - performance.now());
+    },
+
+    seal,
+
+    /** Writes one chunk of the oldest sealed segment into the database; returns whether more
+     * wait. Throws if the database refuses (the rows stay, for the next try). */
+    compactStep(): boolean {
+      const s = sealed[0];
+      if (!s) return false;
+      s.sorted ??= s.rows.slice().sort(byChatAndSeq);
+      const chunk = s.sorted.slice(s.done, s.done + d.chunk);
+      compactChunk.immediate(chunk);
+      s.done += chunk.length;
+      for (const row of chunk) stored(row);
+      if (s.done >= s.sorted.length) {
+        sealed.shift();
+        tailRows -= s.rows.length;
+        try {
+          fs.unlinkSync(s.path);
+        } catch {
+          // gone already; a leftover is replayed as rows present
+        }
+        // Requests are answered in order: every one up to this segment's last is in the database.
+        if (sealed.length === 0 && current.rows.length === 0) d.onCompacted(Math.max(s.lastRequest, current.lastRequest));
+        else d.onCompacted(s.lastRequest);
+      }
+      return sealed.length > 0;
+    },
+
+    /** Seals and writes everything into the database (for a read that needs it, or closing). */
+    flush(): void {
+      seal();
+      while (this.compactStep());
+    },
+
+    pending(): number {
+      return sealed.length;
+    },
+
+    skipped: () => skipped,
+
+    close(): void {
+      try {
+        this.flush();
+      } catch {
+        // the segments stay; the next start replays them
+      }
+      fs.closeSync(current.fd);
+      if (current.rows.length === 0) {
+        try {
+          fs.unlinkSync(current.path);
+        } catch {
+          // nothing to remove
+        }
+      }
+    },
+  };
+}
+
+/**
+ * Takes the segment log of `file` for this process (main thread, at start) and replays into the
+ * database what a previous run left in it: records up to the first that is cut short or fails its
+ * checksum (a write the crash interrupted, never acknowledged). The log belongs to one process:
+ * a lock (`<db>-log.lock`, an exclusive SQLite lock the OS drops when the process ends) keeps a
+ * second one out. `waitMs` > 0: wait that long for a process that holds it and is ending, then
+ * throw; 0: return null at once if another process holds it. Returns the lock (held until it is
+ * closed).
+ */
+export function takeOverSegmentLog(file: string, db: Database.Database, waitMs: number): Database.Database | null {
+  const lock = new Database(`${file}-log.lock`);
+  lock.pragma(`busy_timeout = ${waitMs}`);
+  try {
+    lock.pragma('locking_mode = EXCLUSIVE');
+    lock.pragma('journal_mode = OFF'); // nothing is written to it
+    lock.exec('BEGIN EXCLUSIVE');
+  } catch (err) {
+    lock.close();
+    if (waitMs === 0 && (err as { code?: string }).code === 'SQLITE_BUSY') return null;
+    throw Object.assign(new Error(`the message log of ${file} is held by another process (two servers on one DATA_DIR need REDIS_URL)`), { code: 'LOG_LOCKED' });
+  }
+  const segments = segmentsOf(file);
+  if (segments.length > 0) {
+    const appendRow = messageRowWriter(db);
+    db.transaction(() => {
+      for (const n of segments) {
+        for (const row of decodeRecords(readFileSync(segmentPath(file, n)), crc32)) {
+          try {
+            appendRow(row);
+          } catch {
+            // its id is stored elsewhere, or its chat is gone: nothing was written
+          }
+        }
+      }
+    }).immediate();
+    // This connection commits with synchronous=NORMAL: the WAL is made durable before the
+    // segments go.
+    const wal = openSync(`${file}-wal`, 'r');
+    try {
+      fsyncSync(wal);
+    } finally {
+      closeSync(wal);
+    }
+    for (const n of segments) unlinkSync(segmentPath(file, n));
+  }
+  return lock;
+}
+
+const segmentPath = (file: string, n: number) => `${file}-log.${String(n).padStart(8, '0')}`;
+
+function segmentsOf(file: string): number[] {
+  const prefix = `${basename(file)}-log.`;
+  return readdirSync(dirname(file))
+    .filter((name) => name.startsWith(prefix) && /^\d{8,}$/.test(name.slice(prefix.length)))
+    .map((name) => Number(name.slice(prefix.length)))
+    .sort((a, b) => a - b);
+}
