@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { launchServer, serverExit, serverReady } from './helpers/process.js';
@@ -77,9 +77,10 @@ describe('files the process creates in DATA_DIR', () => {
       // A write, so the journals exist whatever SQLite defers.
       expect((await proc.http.post('/api/users', { username: 'modes', password: 'modes-password' })).status).toBe(201);
       for (const dir of [join(root, 'new'), dataDir]) expect((statSync(dir).mode & 0o777).toString(8), dir).toBe('700');
-      for (const file of ['chat.db', 'chat.db-wal', 'chat.db-shm', 'jwt-secret']) {
-        expect((statSync(join(dataDir, file)).mode & 0o777).toString(8), file).toBe('600');
-      }
+      // The database, its journals, the message log's lock and segments, the secret: every file.
+      const files = readdirSync(dataDir);
+      expect(files).toEqual(expect.arrayContaining(['chat.db', 'chat.db-wal', 'chat.db-shm', 'chat.db-log.lock', 'jwt-secret']));
+      for (const file of files) expect((statSync(join(dataDir, file)).mode & 0o777).toString(8), file).toBe('600');
       expect(proc.output()).not.toContain('Warning');
     } finally {
       proc.child.kill('SIGTERM');

@@ -21,13 +21,15 @@ const MIN_COMMIT_GAP_MS = 2;
  * still finds every message stored before it.
  */
 const INDEX_GAP_MS = 200;
-const INDEX_BATCH = 5000;
+/** (About 20 ms of the writer's time: rows behind it, after a compaction of the segment log say,
+ * are taken a batch a turn, with appends answered in between.) */
+const INDEX_BATCH = 1000;
 /** The segment log (core/store/sqlite-segment-log.ts): its rows are written into the database
  * `compactAfterMs` after the current segment's first (or once `compactRows` wait, or a read needs
- * them), in transactions of `chunk` rows (a few ms each, so that the main thread's own writes
+ * them), in transactions of `chunk` rows (about 25 ms each, so that the main thread's own writes
  * wait for the write lock no longer); appends are refused while `maxTailRows` wait (compactions
  * failing: the database's disk full, say); a failed compaction is tried again `retryMs` later. */
-const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 250, maxTailRows: 200_000, retryMs: 1000 };
+const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 1000, maxTailRows: 200_000, retryMs: 1000 };
 
 /**
  * The message log's writer: a thread with its own connection to the database file that

@@ -16,7 +16,8 @@ import { decodeRecords, type MessageRow, messageRowWriter } from './sqlite-messa
  *   the data is on disk); then the appends are answered.
  * - About once a second (`compactAfterMs` after the segment's first row), when `compactRows`
  *   wait, or when a read needs them (`flush`), the current segment is sealed and its rows are
- *   written into the database, sorted by chat and seq, in transactions of `chunk` rows with
+ *   written into the database in log order (rowids stay in arrival order: the search pages
+ *   by them, newest first), in transactions of `chunk` rows with
  *   appends answered in between; then the segment is deleted. In one compaction a second's
  *   messages share the database's pages: bench/README.md, "The segment log".
  * - At start, what a previous run left is replayed (`takeOverSegmentLog`, on the main thread, as
@@ -42,7 +43,7 @@ export function segmentLog(d: {
 }) {
   const { fs, db } = d;
   interface Maps { bySeq: Map<string, string>; byKey: Map<string, { id: string; seq: number }>; ids: Set<string> }
-  interface Segment extends Maps { n: number; path: string; fd: number; size: number; rows: MessageRow[]; lastRequest: number; firstAt: number; sorted: MessageRow[] | null; done: number }
+  interface Segment extends Maps { n: number; path: string; fd: number; size: number; rows: MessageRow[]; lastRequest: number; firstAt: number; done: number }
   // What the database holds, for the checks. This thread is the only one that writes messages to
   // the file (the log's lock keeps other processes out), so a seq above the chat's highest stored
   // one, or an id above the highest stored one (ids are time-ordered), cannot be held there: only
@@ -92,7 +93,7 @@ export function segmentLog(d: {
     } finally {
       fs.closeSync(dirFd);
     }
-    return { n, path, fd, size: 0, rows: [], lastRequest: 0, firstAt: 0, sorted: null, done: 0, ...maps() };
+    return { n, path, fd, size: 0, rows: [], lastRequest: 0, firstAt: 0, done: 0, ...maps() };
   };
   let current = open();
   /** Sealed segments, oldest first; the first may be partly in the database already. */
@@ -159,7 +160,6 @@ export function segmentLog(d: {
     current = open();
   };
 
-  const byChatAndSeq = (a: MessageRow, b: MessageRow) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1]);
   const compactChunk = db.transaction((rows: MessageRow[]) => {
     for (const row of rows) {
       let outcome;
@@ -233,12 +233,11 @@ export function segmentLog(d: {
     compactStep(): boolean {
       const s = sealed[0];
       if (!s) return false;
-      s.sorted ??= s.rows.slice().sort(byChatAndSeq);
-      const chunk = s.sorted.slice(s.done, s.done + d.chunk);
+      const chunk = s.rows.slice(s.done, s.done + d.chunk);
       compactChunk.immediate(chunk);
       s.done += chunk.length;
       for (const row of chunk) stored(row);
-      if (s.done >= s.sorted.length) {
+      if (s.done >= s.rows.length) {
         sealed.shift();
         tailRows -= s.rows.length;
         try {
@@ -293,6 +292,8 @@ export function segmentLog(d: {
  * closed).
  */
 export function takeOverSegmentLog(file: string, db: Database.Database, waitMs: number): Database.Database | null {
+  // Created 0600 before SQLite opens it, as the database file is (SQLite would take the umask's).
+  closeSync(openSync(`${file}-log.lock`, 'a', 0o600));
   const lock = new Database(`${file}-log.lock`);
   lock.pragma(`busy_timeout = ${waitMs}`);
   try {
