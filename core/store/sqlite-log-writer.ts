@@ -23,13 +23,14 @@ const MIN_COMMIT_GAP_MS = 2;
 const INDEX_GAP_MS = 200;
 /** (About 20 ms of the writer's time: rows behind it, after a compaction of the segment log say,
  * are taken a batch a turn, with appends answered in between.) */
-const INDEX_BATCH = 1000;
+const INDEX_BATCH = 250;
 /** The segment log (core/store/sqlite-segment-log.ts): its rows are written into the database
  * `compactAfterMs` after the current segment's first (or once `compactRows` wait, or a read needs
- * them), in transactions of `chunk` rows (about 25 ms each, so that the main thread's own writes
- * wait for the write lock no longer); appends are refused while `maxTailRows` wait (compactions
+ * them), `slice` rows a turn of the thread (about 3 ms: appends are answered in between), in
+ * transactions of `chunk` rows (so the main thread's own writes wait for the write lock about
+ * 30 ms at most, as long as for the index's catch-up before); appends are refused while `maxTailRows` wait (compactions
  * failing: the database's disk full, say); a failed compaction is tried again `retryMs` later. */
-const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 1000, maxTailRows: 200_000, retryMs: 1000 };
+const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 1000, slice: 100, maxTailRows: 200_000, retryMs: 1000 };
 
 /**
  * The message log's writer: a thread with its own connection to the database file that
@@ -251,7 +252,7 @@ const segments = workerData.segments;
 const log = segments && (0, eval)('(' + segments.segmentLog + ')')({
   fs: require('node:fs'), crc32: require('node:zlib').crc32, db, file: workerData.file, appendRow,
   encodeRecords: (0, eval)('(' + segments.encodeRecords + ')'), decodeRecords: (0, eval)('(' + segments.decodeRecords + ')'),
-  compactAfterMs: segments.compactAfterMs, compactRows: segments.compactRows, chunk: segments.chunk, maxTailRows: segments.maxTailRows,
+  compactAfterMs: segments.compactAfterMs, compactRows: segments.compactRows, chunk: segments.chunk, slice: segments.slice, maxTailRows: segments.maxTailRows,
   onCompacted: (through) => parentPort.postMessage({ compacted: through }),
 });
 let flushWaiters = [];
@@ -264,7 +265,13 @@ const scheduleSeal = () => {
 };
 const sealNow = () => {
   sealTimer = null;
-  log.seal();
+  try {
+    log.seal();
+  } catch {
+    // no new segment could be made (the disk full, say): the current one goes on, sealed later
+    sealTimer = setTimeout(sealNow, segments.retryMs);
+    return;
+  }
   scheduleCompact(0);
 };
 const scheduleCompact = (wait) => {
@@ -294,7 +301,12 @@ const answerFlushes = (error) => {
 const flush = () => {
   clearTimeout(sealTimer);
   sealTimer = null;
-  log.seal();
+  try {
+    log.seal();
+  } catch (err) {
+    answerFlushes(failure(err));
+    return scheduleSeal();
+  }
   if (log.pending() === 0) return answerFlushes(null);
   scheduleCompact(0);
 };
@@ -313,6 +325,8 @@ const catchUpNow = () => {
 };
 const catchUp = () => {
   cancelIndex();
+  // Not inside a compaction of the segment log (its transaction spans turns): after it.
+  if (db.inTransaction) return scheduleIndex(workerData.indexGapMs);
   lastIndex = performance.now();
   let failed = null;
   try {

@@ -37,13 +37,14 @@ export function segmentLog(d: {
   compactAfterMs: number;
   compactRows: number;
   chunk: number;
+  slice: number;
   maxTailRows: number;
   /** Called when every row of appends up to this request id is in the database. */
   onCompacted: (through: number) => void;
 }) {
   const { fs, db } = d;
   interface Maps { bySeq: Map<string, string>; byKey: Map<string, { id: string; seq: number }>; ids: Set<string> }
-  interface Segment extends Maps { n: number; path: string; fd: number; size: number; rows: MessageRow[]; lastRequest: number; firstAt: number; done: number }
+  interface Segment extends Maps { n: number; path: string; fd: number; size: number; rows: MessageRow[]; lastRequest: number; firstAt: number; done: number; committed: number }
   // What the database holds, for the checks. This thread is the only one that writes messages to
   // the file (the log's lock keeps other processes out), so a seq above the chat's highest stored
   // one, or an id above the highest stored one (ids are time-ordered), cannot be held there: only
@@ -93,7 +94,7 @@ export function segmentLog(d: {
     } finally {
       fs.closeSync(dirFd);
     }
-    return { n, path, fd, size: 0, rows: [], lastRequest: 0, firstAt: 0, done: 0, ...maps() };
+    return { n, path, fd, size: 0, rows: [], lastRequest: 0, firstAt: 0, done: 0, committed: 0, ...maps() };
   };
   let current = open();
   /** Sealed segments, oldest first; the first may be partly in the database already. */
@@ -152,26 +153,30 @@ export function segmentLog(d: {
     return outcomes;
   };
 
-  /** The current segment joins the sealed ones; a new one takes its place. */
+  /** The current segment joins the sealed ones; a new one takes its place. Throws, changing
+   * nothing, if no new one can be made. */
   const seal = () => {
     if (current.rows.length === 0) return;
+    const next = open();
     fs.closeSync(current.fd);
     sealed.push(current);
-    current = open();
+    current = next;
   };
 
-  const compactChunk = db.transaction((rows: MessageRow[]) => {
-    for (const row of rows) {
-      let outcome;
-      try {
-        outcome = d.appendRow(row);
-      } catch {
-        outcome = null; // its id is stored elsewhere, or its chat is gone: nothing was written
-      }
-      if (outcome !== 'stored' && outcome !== 'present') skipped++;
+  // A compaction's transaction spans several turns of the thread: `slice` rows a turn (a few ms),
+  // appends answered in between (they only read here, and see the rows written so far), committed
+  // every `chunk` rows and at the end of each segment. So each commit writes the pages of
+  // `chunk` rows (fewer bytes a message the more), while no append waits longer than a slice.
+  const insertRow = (row: MessageRow) => {
+    let outcome;
+    try {
+      outcome = d.appendRow(row);
+    } catch {
+      outcome = null; // its id is stored elsewhere, or its chat is gone: nothing was written
     }
-  });
-
+    if (outcome !== 'stored' && outcome !== 'present') skipped++;
+  };
+  let uncommitted = 0;
   return {
     /** Appends groups of batches: answers each, once its rows are on disk, with its outcomes or
      * its error. */
@@ -233,22 +238,38 @@ export function segmentLog(d: {
     compactStep(): boolean {
       const s = sealed[0];
       if (!s) return false;
-      const chunk = s.rows.slice(s.done, s.done + d.chunk);
-      compactChunk.immediate(chunk);
-      s.done += chunk.length;
-      for (const row of chunk) stored(row);
-      if (s.done >= s.rows.length) {
-        sealed.shift();
-        tailRows -= s.rows.length;
-        try {
-          fs.unlinkSync(s.path);
-        } catch {
-          // gone already; a leftover is replayed as rows present
-        }
-        // Requests are answered in order: every one up to this segment's last is in the database.
-        if (sealed.length === 0 && current.rows.length === 0) d.onCompacted(Math.max(s.lastRequest, current.lastRequest));
-        else d.onCompacted(s.lastRequest);
+      if (!db.inTransaction) {
+        db.exec('BEGIN IMMEDIATE');
+        uncommitted = 0;
       }
+      const slice = s.rows.slice(s.done, s.done + d.slice);
+      try {
+        for (const row of slice) insertRow(row);
+        s.done += slice.length;
+        uncommitted += slice.length;
+        const whole = s.done >= s.rows.length;
+        if (whole || uncommitted >= d.chunk) {
+          db.exec('COMMIT');
+          for (const row of s.rows.slice(s.committed, s.done)) stored(row);
+          s.committed = s.done;
+        }
+        if (!whole) return true;
+      } catch (err) {
+        // Nothing since the last commit counts; the next try starts from there.
+        if (db.inTransaction) db.exec('ROLLBACK');
+        s.done = s.committed;
+        throw err;
+      }
+      sealed.shift();
+      tailRows -= s.rows.length;
+      try {
+        fs.unlinkSync(s.path);
+      } catch {
+        // gone already; a leftover is replayed as rows present
+      }
+      // Requests are answered in order: every one up to this segment's last is in the database.
+      if (sealed.length === 0 && current.rows.length === 0) d.onCompacted(Math.max(s.lastRequest, current.lastRequest));
+      else d.onCompacted(s.lastRequest);
       return sealed.length > 0;
     },
 

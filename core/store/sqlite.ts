@@ -570,7 +570,12 @@ export class SqliteStore implements Store {
 
   /** Resolves once the rows the segment log holds are in the database, for a read of them. */
   private caughtUp(): Promise<void> {
-    return this.writer.caughtUp();
+    return this.writer.caughtUp().catch((err: unknown) => {
+      if (err instanceof Error && err.message === 'the store is closed') throw err;
+      // The log's rows cannot be written into the database (its disk full, say): a read now
+      // would miss acknowledged messages.
+      throw new AppError('unavailable', 'message history cannot be read right now; retry shortly', { retryAfter: 1 });
+    });
   }
 
   async recentSends(limit: number): Promise<RecentSend[]> {
