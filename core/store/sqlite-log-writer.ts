@@ -149,7 +149,9 @@ export class LogWriter {
       else waiter.resolve(reply.outcomes ?? null);
     });
     const fail = (err: Error) => {
-      // The thread is gone: whatever it had not answered is not known to be durable.
+      // The thread is gone: whatever it had not answered is not known to be durable. (Its exit
+      // after its error: a thread started meanwhile is not this one.)
+      if (this.worker !== worker) return;
       this.worker = null;
       for (const waiter of this.pending.values()) waiter.reject(err);
       this.pending.clear();
@@ -241,7 +243,7 @@ let lastIndex = -Infinity;
 const take = (m) => {
   if (m.close) closing = true;
   else if (m.index) indexWaiters.push(m.id);
-  else if (m.flush) flushWaiters.push(m.id);
+  else if (m.flush) flushRequests.push(m.id);
   else queue.push(m);
 };
 // With the segment log (core/store/sqlite-segment-log.ts), a group commit is a write to the log
@@ -255,6 +257,9 @@ const log = segments && (0, eval)('(' + segments.segmentLog + ')')({
   compactAfterMs: segments.compactAfterMs, compactRows: segments.compactRows, chunk: segments.chunk, slice: segments.slice, maxTailRows: segments.maxTailRows,
   onCompacted: (through) => parentPort.postMessage({ compacted: through }),
 });
+// Reads asking for a flush: received (the current segment not sealed for them yet), then
+// waiting for the segment sealed for them.
+let flushRequests = [];
 let flushWaiters = [];
 let sealTimer = null;
 let compactTimer = null;
@@ -287,28 +292,38 @@ const compactNext = () => {
     answerFlushes(failure(err));
     return scheduleCompact(segments.retryMs);
   }
-  if (more) return scheduleCompact(0);
   answerFlushes(null);
+  if (more) return scheduleCompact(0);
   scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
   scheduleSeal();
 };
+/** Answers the reads whose segment is in the database (all of them, with the error, if one is
+ * given). */
 const answerFlushes = (error) => {
-  for (const id of flushWaiters) parentPort.postMessage(error ? { id, error } : { id, outcomes: null });
-  flushWaiters = [];
+  const waiting = [];
+  for (const w of flushWaiters) {
+    if (error) parentPort.postMessage({ id: w.id, error });
+    else if (log.compactedThrough(w.through)) parentPort.postMessage({ id: w.id, outcomes: null });
+    else waiting.push(w);
+  }
+  flushWaiters = waiting;
 };
 // A read needs every row in the database: the current segment is sealed and compacted at once,
 // a chunk a turn as always (appends are answered in between), and the read answered after.
 const flush = () => {
-  clearTimeout(sealTimer);
-  sealTimer = null;
+  const ids = flushRequests;
+  flushRequests = [];
+  let through;
   try {
-    log.seal();
+    through = log.seal();
   } catch (err) {
-    answerFlushes(failure(err));
-    return scheduleSeal();
+    const error = failure(err);
+    for (const id of ids) parentPort.postMessage({ id, error });
+    return;
   }
-  if (log.pending() === 0) return answerFlushes(null);
-  scheduleCompact(0);
+  for (const id of ids) flushWaiters.push({ id, through });
+  answerFlushes(null);
+  if (flushWaiters.length > 0) scheduleCompact(0);
 };
 // One batch per turn: appends that arrive meanwhile are committed between batches. The index
 // never waits for the write lock (another process holding it, say): it tries again later, so that
@@ -368,7 +383,7 @@ const commitQueued = () => {
     if (log) scheduleSeal();
     scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
   }
-  if (flushWaiters.length > 0) flush();
+  if (flushRequests.length > 0) flush();
   if (indexWaiters.length > 0) catchUp();
   if (closing) {
     if (log) {
@@ -376,6 +391,9 @@ const commitQueued = () => {
       clearTimeout(compactTimer);
       clearImmediate(compactTimer);
       log.close();
+      answerFlushes(null);
+      for (const w of flushWaiters) parentPort.postMessage({ id: w.id, error: { message: 'the store is closed' } });
+      flushWaiters = [];
     }
     // Leave the index complete (a later start would catch up anyway).
     cancelIndex();

@@ -156,12 +156,17 @@ export function segmentLog(d: {
   /** The current segment joins the sealed ones; a new one takes its place. Throws, changing
    * nothing, if no new one can be made. */
   const seal = () => {
-    if (current.rows.length === 0) return;
-    const next = open();
-    fs.closeSync(current.fd);
-    sealed.push(current);
-    current = next;
+    if (current.rows.length > 0) {
+      const next = open();
+      fs.closeSync(current.fd);
+      sealed.push(current);
+      current = next;
+    }
+    // The segment a read asking now waits for: the newest sealed one (0: none waits).
+    return sealed.length > 0 ? sealed[sealed.length - 1]!.n : 0;
   };
+  /** The newest segment whose rows are all in the database. */
+  let compactedSegment = 0;
 
   // A compaction's transaction spans several turns of the thread: `slice` rows a turn (a few ms),
   // appends answered in between (they only read here, and see the rows written so far), committed
@@ -227,7 +232,7 @@ export function segmentLog(d: {
     /** How long until the current segment is due to be sealed (Infinity: it holds nothing). */
     dueIn(): number {
       if (current.rows.length === 0) return Infinity;
-      if (tailRows >= d.compactRows) return 0;
+      if (current.rows.length >= d.compactRows) return 0;
       return Math.max(0, current.firstAt + d.compactAfterMs - performance.now());
     },
 
@@ -261,6 +266,7 @@ export function segmentLog(d: {
         throw err;
       }
       sealed.shift();
+      compactedSegment = s.n;
       tailRows -= s.rows.length;
       try {
         fs.unlinkSync(s.path);
@@ -277,6 +283,11 @@ export function segmentLog(d: {
     flush(): void {
       seal();
       while (this.compactStep());
+    },
+
+    /** Whether every row of segments up to `n` is in the database. */
+    compactedThrough(n: number): boolean {
+      return n <= compactedSegment || !sealed.some((s) => s.n <= n);
     },
 
     pending(): number {
