@@ -214,6 +214,7 @@ export function segmentLog(d: {
           for (const row of rows) forget(current, row);
           try {
             fs.ftruncateSync(current.fd, current.size);
+            fs.fdatasyncSync(current.fd); // so that a crash cannot bring the cut records back
           } catch {
             seal();
           }
@@ -358,6 +359,13 @@ export function takeOverSegmentLog(file: string, db: Database.Database, waitMs: 
       fsyncSync(wal);
     } finally {
       closeSync(wal);
+    }
+    // ... and its name, if this replay created it.
+    const dir = openSync(dirname(file), 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
     }
     for (const n of segments) unlinkSync(segmentPath(file, n));
   }
