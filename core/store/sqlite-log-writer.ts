@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { normalizeForSearch, searchTokenText } from '../search-text.js';
 import { decodeRecords, encodeRecords, type MessageRow, messageRowWriter } from './sqlite-message-rows.js';
+import { keyFilter } from './key-filter.js';
 import { segmentLog } from './sqlite-segment-log.js';
 import type { Appended } from './store.js';
 
@@ -29,8 +30,9 @@ const INDEX_BATCH = 250;
  * them), `slice` rows a turn of the thread (about 3 ms: appends are answered in between), in
  * transactions of `chunk` rows (so the main thread's own writes wait for the write lock about
  * 30 ms at most, as long as for the index's catch-up before); appends are refused while `maxTailRows` wait (compactions
- * failing: the database's disk full, say); a failed compaction is tried again `retryMs` later. */
-const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 1000, slice: 100, maxTailRows: 200_000, retryMs: 1000 };
+ * failing: the database's disk full, say); a failed compaction is tried again `retryMs` later. The filter of the database's idempotency keys
+ * (core/store/key-filter.ts) takes `keysPerStep` of them a turn as it is built, made for at least `keysCapacity` keys (1.3 MB). */
+const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 1000, slice: 100, maxTailRows: 200_000, retryMs: 1000, keysPerStep: 5000, keysCapacity: 1 << 20 };
 
 /**
  * The message log's writer: a thread with its own connection to the database file that
@@ -134,7 +136,9 @@ export class LogWriter {
         // The search's own functions, so that the index is cut exactly as queries are.
         normalizeForSearch: normalizeForSearch.toString(), searchTokenText: searchTokenText.toString(),
         messageRowWriter: messageRowWriter.toString(),
-        segments: this.segments ? { segmentLog: segmentLog.toString(), encodeRecords: encodeRecords.toString(), decodeRecords: decodeRecords.toString(), ...SEGMENTS } : null,
+        segments: this.segments
+          ? { segmentLog: segmentLog.toString(), encodeRecords: encodeRecords.toString(), decodeRecords: decodeRecords.toString(), keyFilter: keyFilter.toString(), ...SEGMENTS }
+          : null,
       },
     });
     worker.unref();
@@ -253,8 +257,10 @@ const take = (m) => {
 const segments = workerData.segments;
 const log = segments && (0, eval)('(' + segments.segmentLog + ')')({
   fs: require('node:fs'), crc32: require('node:zlib').crc32, db, file: workerData.file, appendRow,
+  compactRow: (0, eval)('(' + workerData.messageRowWriter + ')')(db, true),
   encodeRecords: (0, eval)('(' + segments.encodeRecords + ')'), decodeRecords: (0, eval)('(' + segments.decodeRecords + ')'),
   compactAfterMs: segments.compactAfterMs, compactRows: segments.compactRows, chunk: segments.chunk, slice: segments.slice, maxTailRows: segments.maxTailRows,
+  keyFilter: (0, eval)('(' + segments.keyFilter + ')'), keysPerStep: segments.keysPerStep, keysCapacity: segments.keysCapacity,
   onCompacted: (through) => parentPort.postMessage({ compacted: through }),
 });
 // Reads asking for a flush: received (the current segment not sealed for them yet), then
@@ -263,6 +269,24 @@ let flushRequests = [];
 let flushWaiters = [];
 let sealTimer = null;
 let compactTimer = null;
+// The filter of the database's idempotency keys is built a step a turn (at start, and again
+// larger when full: after a compaction).
+let keysTimer = null;
+const scheduleKeys = (wait) => {
+  if (keysTimer) return;
+  keysTimer = wait > 0 ? setTimeout(keysNext, wait) : setImmediate(keysNext);
+};
+const keysNext = () => {
+  keysTimer = null;
+  let more;
+  try {
+    more = log.keysStep();
+  } catch {
+    return scheduleKeys(segments.retryMs); // busy, say: every key is looked up meanwhile
+  }
+  if (more) scheduleKeys(0);
+};
+if (log) scheduleKeys(0);
 const scheduleSeal = () => {
   if (sealTimer) return;
   const wait = log.dueIn();
@@ -294,6 +318,7 @@ const compactNext = () => {
   }
   answerFlushes(null);
   if (more) return scheduleCompact(0);
+  scheduleKeys(0);
   scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
   scheduleSeal();
 };
@@ -390,6 +415,8 @@ const commitQueued = () => {
       clearTimeout(sealTimer);
       clearTimeout(compactTimer);
       clearImmediate(compactTimer);
+      clearTimeout(keysTimer);
+      clearImmediate(keysTimer);
       log.close();
       answerFlushes(null);
       for (const w of flushWaiters) parentPort.postMessage({ id: w.id, error: { message: 'the store is closed' } });

@@ -11,8 +11,10 @@ export type MessageRow = [string, number, string, string, string | null, string 
  * for a row whose id is stored already elsewhere (or whose chat does not exist). Used by the
  * writer thread (its source is run there: self-contained, no imports, no outer names) and by the
  * main thread when it replays the segment log at start (core/store/sqlite-segment-log.ts).
+ * `checked`: the rows were checked as the segment log's are (seq, key and id), and the look-up
+ * of the seq is left out.
  */
-export function messageRowWriter(db: BetterSqlite3.Database): (row: MessageRow) => 'stored' | 'present' | { seqHeldBy: string } | { keyHeldBy: { id: string; seq: number } } {
+export function messageRowWriter(db: BetterSqlite3.Database, checked = false): (row: MessageRow) => 'stored' | 'present' | { seqHeldBy: string } | { keyHeldBy: { id: string; seq: number } } {
   const insert = db.prepare('INSERT OR IGNORE INTO messages (chat_id, seq, id, type, sender_id, client_msg_id, created_at, envelope, target_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
   const atSeq = db.prepare('SELECT id FROM messages WHERE chat_id = ? AND seq = ?');
   const byKey = db.prepare('SELECT id, seq FROM messages WHERE chat_id = ? AND sender_id = ? AND client_msg_id = ?');
@@ -52,7 +54,9 @@ export function messageRowWriter(db: BetterSqlite3.Database): (row: MessageRow) 
     // (chat_id, seq) is looked up first: its index is not unique (it carries the columns unread
     // counts read). The write transaction holds the database's write lock, so nothing is
     // inserted between the look-up and the insert, by this process or another.
-    const holder = atSeq.get(row[0], row[1]) as { id: string } | undefined;
+    // `checked`: the segment log's compaction, whose rows were checked against the database and
+    // the log as they were appended (it is the database's only writer of messages): not again.
+    const holder = checked ? undefined : (atSeq.get(row[0], row[1]) as { id: string } | undefined);
     if (holder) return holder.id === row[2] ? 'present' : { seqHeldBy: holder.id };
     if (insert.run(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[9]).changes === 1) {
       apply(row);

@@ -31,7 +31,10 @@ export function segmentLog(d: {
   crc32: (data: Uint8Array) => number;
   db: import('better-sqlite3').Database;
   file: string;
+  /** Writes a row into the database, checking it (`messageRowWriter(db)`: a leftover
+   * segment's), and one the log checked as it was appended (`messageRowWriter(db, true)`). */
   appendRow: (row: MessageRow) => unknown;
+  compactRow: (row: MessageRow) => unknown;
   encodeRecords: (rows: readonly MessageRow[], crc32: (data: Uint8Array) => number) => Buffer;
   decodeRecords: (data: Buffer, crc32: (data: Uint8Array) => number) => MessageRow[];
   compactAfterMs: number;
@@ -39,6 +42,11 @@ export function segmentLog(d: {
   chunk: number;
   slice: number;
   maxTailRows: number;
+  /** A new Bloom filter (core/store/key-filter.ts), and how many of the database's keys to add to
+   * one a turn as it is built; the least it is made for (twice the database's rows if more). */
+  keyFilter: (capacity: number) => import('./key-filter.js').KeyFilter;
+  keysPerStep: number;
+  keysCapacity: number;
   /** Called when every row of appends up to this request id is in the database. */
   onCompacted: (through: number) => void;
 }) {
@@ -55,9 +63,30 @@ export function segmentLog(d: {
   const chatSeq = db.prepare('SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE chat_id = chats.id) AS n FROM chats WHERE id = ?');
   const storedSeqs = new Map<string, number>();
   let storedId = (db.prepare("SELECT COALESCE(MAX(id), '') AS id FROM messages").get() as { id: string }).id;
+  // The idempotency keys the database holds, in a Bloom filter: a key it does not have is not
+  // looked up. It is built from the key's index a few thousand keys a turn (until then every key
+  // is looked up), and built again twice as large once more keys were added than it was made for
+  // (the full one answers meanwhile: more false positives, never a false negative). Every row
+  // compacted is added to it (and to the one being built), once committed. Keys of rows deleted
+  // since stay in it: a false positive, a look-up.
+  const keysAfter = db.prepare(
+    'SELECT chat_id AS c, sender_id AS s, client_msg_id AS k FROM messages INDEXED BY messages_client_msg ' +
+      'WHERE client_msg_id IS NOT NULL AND sender_id IS NOT NULL AND (chat_id, sender_id, client_msg_id) > (?, ?, ?) ORDER BY chat_id, sender_id, client_msg_id LIMIT ?',
+  );
+  const maxRowid = db.prepare('SELECT COALESCE(MAX(rowid), 0) AS n FROM messages');
+  let keys: import('./key-filter.js').KeyFilter | null = null;
+  let building: { filter: import('./key-filter.js').KeyFilter; after: [string, string, string] } | null = null;
+  const buildKeys = (capacity: number) => {
+    building = { filter: d.keyFilter(capacity), after: ['', '', ''] };
+  };
   const stored = (row: MessageRow) => {
     if (row[1] > (storedSeqs.get(row[0]) ?? 0)) storedSeqs.set(row[0], row[1]);
     if (row[2] > storedId) storedId = row[2];
+    const key = idemKey(row);
+    if (key === null) return;
+    keys?.add(key);
+    building?.filter.add(key);
+    if (keys?.full() && !building) buildKeys(keys.capacity * 2);
   };
   const dir = d.file.slice(0, d.file.lastIndexOf('/') + 1) || '.';
   // Segments left behind (the store replays them as it opens, so only a thread that stopped and
@@ -79,6 +108,7 @@ export function segmentLog(d: {
     for (const name of left) fs.unlinkSync(dir + name);
     storedId = (db.prepare("SELECT COALESCE(MAX(id), '') AS id FROM messages").get() as { id: string }).id;
   }
+  buildKeys(Math.max(d.keysCapacity, 2 * (maxRowid.get() as { n: number }).n));
   let nextSegment = left.length > 0 ? Number(left[left.length - 1]!.slice(prefix.length)) + 1 : 1;
   const maps = (): Maps => ({ bySeq: new Map(), byKey: new Map(), ids: new Set() });
   const open = (): Segment => {
@@ -143,7 +173,7 @@ export function segmentLog(d: {
           const keyed = s.byKey.get(key);
           if (keyed) return { keyHeldBy: { id: keyed.id, seq: keyed.seq } };
         }
-        const keyed = byKey.get(chatId, senderId, clientMsgId) as { id: string; seq: number } | undefined;
+        const keyed = keys !== null && !keys.has(key) ? undefined : (byKey.get(chatId, senderId, clientMsgId) as { id: string; seq: number } | undefined);
         if (keyed) return { keyHeldBy: { id: keyed.id, seq: keyed.seq } };
       }
       if (segments.some((s) => s.ids.has(id)) || (id <= storedId && byId.get(id))) throw new Error('message id ' + id + ' is stored already, at another chat or seq');
@@ -175,9 +205,9 @@ export function segmentLog(d: {
   const insertRow = (row: MessageRow) => {
     let outcome;
     try {
-      outcome = d.appendRow(row);
+      outcome = d.compactRow(row);
     } catch {
-      outcome = null; // its id is stored elsewhere, or its chat is gone: nothing was written
+      outcome = null; // its chat is gone: nothing was written
     }
     if (outcome !== 'stored' && outcome !== 'present') skipped++;
   };
@@ -289,6 +319,22 @@ export function segmentLog(d: {
     /** Whether every row of segments up to `n` is in the database. */
     compactedThrough(n: number): boolean {
       return n <= compactedSegment || !sealed.some((s) => s.n <= n);
+    },
+
+    /** Adds the next keys of the database to the filter being built; returns whether more wait. */
+    keysStep(): boolean {
+      const b = building;
+      if (!b) return false;
+      const rows = keysAfter.all(...b.after, d.keysPerStep) as { c: string; s: string; k: string }[];
+      for (const r of rows) b.filter.add(r.c + '\n' + r.s + '\n' + r.k);
+      const last = rows[rows.length - 1];
+      if (last && rows.length === d.keysPerStep) {
+        b.after = [last.c, last.s, last.k];
+        return true;
+      }
+      keys = b.filter;
+      building = null;
+      return false;
     },
 
     pending(): number {
