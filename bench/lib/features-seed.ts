@@ -4,6 +4,7 @@ import type { Envelope, MessageEnvelope } from '../../core/envelope.js';
 import { newId } from '../../core/ids.js';
 import { hashPassword } from '../../core/passwords.js';
 import { SCHEMA_VERSION, SqliteStore } from '../../core/store/sqlite.js';
+import { SEARCH_CANDIDATES } from '../../core/store/store.js';
 import { issueToken } from '../../core/tokens.js';
 import { JWT_SECRET } from './servers.js';
 import { type Language, Prng, QUERY_COMMON, QUERY_ELSEWHERE, chatLanguage, chatText } from './corpus.js';
@@ -25,7 +26,7 @@ import { DATA_DIR, PASSWORD, type Seed } from './seed.js';
  * re-index, 1,000,000 messages at start). What the scenarios check the answers against (pointers,
  * unread counts, the newest matches of each query) is recorded in features.json.
  */
-const LAYOUT = 2;
+const LAYOUT = 3;
 
 export const FEATURE_MESSAGES = 1_000_000;
 const REQUESTERS = 10;
@@ -65,9 +66,12 @@ export interface FeatureRequester {
   chats: FeatureChat[];
   /** Messages of its chats (current text, not deleted) holding each query. */
   matches: { common: number; elsewhere: number };
-  /** Ids of the newest 21 of them for the common query, newest first (the first page of 20,
-   * and whether there is more). */
+  /** The first page the common query should give it: the ids of its newest 20 matches among
+   * the SEARCH_CANDIDATES newest matches of every chat (a search looks at no more: store.ts),
+   * newest first, and whether there is more (more than 20 of its own among them, or some and the
+   * budget spent). */
   newestCommon: string[];
+  commonHasMore: boolean;
 }
 
 export interface FeaturesSeed {
@@ -128,9 +132,9 @@ interface GenChat {
   flags: Uint8Array;
   /** Per seq: the sender of a message (user index), -1 for anything else. */
   senders: Int32Array;
-  /** The requesters' chats only: per seq, a message's id and insertion order. */
+  /** Per seq, a message's insertion order (its rowid's place); the requesters' chats only, its id. */
   ids?: string[];
-  order?: Int32Array;
+  order: Int32Array;
   /** Seqs of the chat's newest messages (for edits, deletions and replies). */
   recent: number[];
 }
@@ -184,7 +188,7 @@ async function build(seed: Seed, file: string, log: (line: string) => void): Pro
       await store.createUser({ id, username, displayName: `요청자 ${i}`, passwordHash, createdAt: begin - 30 * 24 * 3600_000 });
       const sid = newId();
       await store.createSession({ id: sid, userId: id, createdAt: Date.now(), expiresAt: seed.expiresAt, revokedAt: null });
-      requesters.push({ id, username, token: issueToken(JWT_SECRET, { sub: id, sid, iat: Math.floor(Date.now() / 1000), exp }), chats: [], matches: { common: 0, elsewhere: 0 }, newestCommon: [] });
+      requesters.push({ id, username, token: issueToken(JWT_SECRET, { sub: id, sid, iat: Math.floor(Date.now() / 1000), exp }), chats: [], matches: { common: 0, elsewhere: 0 }, newestCommon: [], commonHasMore: false });
       users.push({ id, username });
     }
 
@@ -275,7 +279,8 @@ async function build(seed: Seed, file: string, log: (line: string) => void): Pro
         id: record.id, number: record.number, type: p.type, members: p.members, senderWeights,
         language: chatLanguage(r), elsewhere: p.requester < 0, requester: p.requester, count, behind, sent: 0, from, to, createdAt,
         seq: 1, lastAt: createdAt, flags: new Uint8Array(events + 1), senders: new Int32Array(events + 1).fill(-1), recent: [],
-        ...(p.requester >= 0 ? { ids: [], order: new Int32Array(events + 1).fill(-1) } : {}),
+        order: new Int32Array(events + 1).fill(-1),
+        ...(p.requester >= 0 ? { ids: [] } : {}),
       };
       chats.push(chat);
       system.push({ type: 'system', id: newId(createdAt), chatId: chat.id, seq: 1, event: 'chat.created', userId: ids[0]!, createdAt: new Date(createdAt).toISOString() });
@@ -346,10 +351,8 @@ async function build(seed: Seed, file: string, log: (line: string) => void): Pro
       c.lastAt = at;
       c.flags[seq] = IS_MESSAGE | textFlags(text);
       c.senders[seq] = sender;
-      if (c.ids) {
-        c.ids[seq] = message.id;
-        c.order![seq] = inserted;
-      }
+      if (c.ids) c.ids[seq] = message.id;
+      c.order[seq] = inserted;
       inserted++;
       c.recent.push(seq);
       if (c.recent.length > 6) c.recent.shift();
@@ -424,19 +427,34 @@ async function build(seed: Seed, file: string, log: (line: string) => void): Pro
         if (f & HAS_ELSEWHERE) counted.elsewhere++;
       }
     }
+    // The search looks at the index's matches newest first, whatever their chat, and stops at
+    // 21 of the user's or after SEARCH_CANDIDATES of them (core/store/sqlite-search.ts).
+    const candidates: { order: number; chat: GenChat; seq: number }[] = [];
+    for (const c of chats) {
+      for (let s = 1; s <= c.seq; s++) {
+        const f = c.flags[s]!;
+        if (f & IS_MESSAGE && !(f & DELETED) && f & HAS_COMMON) candidates.push({ order: c.order[s]!, chat: c, seq: s });
+      }
+    }
+    candidates.sort((a, b) => b.order - a.order);
     requesters.forEach((q, qi) => {
-      const found: { order: number; id: string }[] = [];
       for (const c of chats) {
         if (c.requester !== qi) continue;
         for (let s = 1; s <= c.seq; s++) {
           const f = c.flags[s]!;
           if (!(f & IS_MESSAGE) || f & DELETED) continue;
-          if (f & HAS_COMMON) found.push({ order: c.order![s]!, id: c.ids![s]! });
+          if (f & HAS_COMMON) q.matches.common++;
           if (f & HAS_ELSEWHERE) q.matches.elsewhere++;
         }
       }
-      q.matches.common = found.length;
-      q.newestCommon = found.sort((a, b) => b.order - a.order).slice(0, 21).map((m) => m.id);
+      const page: string[] = [];
+      let examined = 0;
+      for (const m of candidates) {
+        if (++examined > SEARCH_CANDIDATES || page.length > 20) break;
+        if (m.chat.requester === qi) page.push(m.chat.ids![m.seq]!);
+      }
+      q.newestCommon = page.slice(0, 20);
+      q.commonHasMore = page.length > 20 || (examined > SEARCH_CANDIDATES && page.length > 0);
     });
     return {
       layout: LAYOUT, template: templateTag(seed), schema: SCHEMA_VERSION, db: '', chats: chats.length, messages, edits, deletes, system: system.length, requesters,

@@ -1,6 +1,7 @@
 import { type Context, failure, int, ms, out, percentile, problemLines, progress } from '../lib/common.js';
 import { type FeatureRequester, loadFeaturesSeed } from '../lib/features-seed.js';
 import { Prng } from '../lib/corpus.js';
+import { SEARCH_CANDIDATES } from '../../core/store/store.js';
 import { type RestLoadResult, type RestRequest, cpuShares, restGenerator, sharesText } from '../lib/rest-load.js';
 import { line, storeLine } from './chatlist.js';
 
@@ -65,7 +66,7 @@ export async function search(ctx: Context): Promise<void> {
     const p99 = percentile(a.res.byLabel.common?.latencies ?? [], 0.99);
     const p99b = percentile(b.res.byLabel.elsewhere?.latencies ?? [], 0.99);
     out(`  target p99 ≤ ${SEARCH_P99_MS} ms (a two-syllable Hangul query): ${p99 <= SEARCH_P99_MS ? 'met' : 'NOT met'} for "${common.q}" (p99 ${ms(p99)}); ${p99b <= SEARCH_P99_MS ? 'met' : 'NOT met'} for "${elsewhere.q}" (p99 ${ms(p99b)})`);
-    out(`  checked "${common.q}": ${check(users, (u) => a.res.samples[`common:${u}`]?.[0], (q) => ({ ids: q.newestCommon.slice(0, 20), hasMore: q.matches.common > 20 }))}`);
+    out(`  checked "${common.q}": ${check(users, (u) => a.res.samples[`common:${u}`]?.[0], (q) => ({ ids: q.newestCommon, hasMore: q.commonHasMore }))}`);
     out(`  checked "${elsewhere.q}": ${check(users, (u) => b.res.samples[`elsewhere:${u}`]?.[0], () => ({ ids: [], hasMore: false }))}`);
   } catch (err) {
     out(`  not measured: ${failure(err, server)}`);
@@ -111,6 +112,6 @@ function check(
   if (problems.length) return `MISMATCH: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? ` … (${problems.length} users)` : ''}`;
   const some = users.some((q) => expected(q).ids.length > 0);
   return some
-    ? `the first page of each of ${checked} users is the newest 20 matches in its chats as seeded, hasMore as expected`
+    ? `the first page of each of ${checked} users is its newest matches as seeded among the search's ${SEARCH_CANDIDATES.toLocaleString('en-US')} candidates (at most 20), hasMore as expected`
     : `no message and hasMore false for each of ${checked} users, as seeded (none of their chats holds it)`;
 }
