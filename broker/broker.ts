@@ -22,6 +22,7 @@ import { authorizePublish } from './authorize-publish.js';
 import { authorizeSubscribe, capRequestedQos } from './authorize-subscribe.js';
 import type { Connections } from './connections.js';
 import type { BrokerContext } from './context.js';
+import { coalesceWrites } from './coalesce-writes.js';
 import { boundOutgoingQueue } from './outgoing-queue.js';
 import { guardPacketSize } from './packet-guard.js';
 import { SharedChats } from './shared-chats.js';
@@ -192,6 +193,7 @@ export class ChatBroker {
       return;
     }
     const { limits } = this.ctx;
+    coalesceWrites(stream);
     const client = this.ctx.aedes.handle(stream, req);
     // Aedes emits 'clientDisconnect' only for a registered client: one whose socket closes while
     // its connect steps run (after authentication) would keep what it was given here.
