@@ -3,7 +3,7 @@ import { Worker } from 'node:worker_threads';
 import { normalizeForSearch, searchTokenText } from '../search-text.js';
 import { decodeRecords, encodeRecords, type MessageRow, messageRowWriter } from './sqlite-message-rows.js';
 import { keyFilter } from './key-filter.js';
-import { segmentLog } from './sqlite-segment-log.js';
+import { replaySegments, segmentLog } from './sqlite-segment-log.js';
 import type { Appended } from './store.js';
 
 export type { MessageRow };
@@ -137,7 +137,7 @@ export class LogWriter {
         normalizeForSearch: normalizeForSearch.toString(), searchTokenText: searchTokenText.toString(),
         messageRowWriter: messageRowWriter.toString(),
         segments: this.segments
-          ? { segmentLog: segmentLog.toString(), encodeRecords: encodeRecords.toString(), decodeRecords: decodeRecords.toString(), keyFilter: keyFilter.toString(), ...SEGMENTS }
+          ? { segmentLog: segmentLog.toString(), encodeRecords: encodeRecords.toString(), decodeRecords: decodeRecords.toString(), keyFilter: keyFilter.toString(), replaySegments: replaySegments.toString(), ...SEGMENTS }
           : null,
       },
     });
@@ -259,6 +259,7 @@ const log = segments && (0, eval)('(' + segments.segmentLog + ')')({
   fs: require('node:fs'), crc32: require('node:zlib').crc32, db, file: workerData.file, appendRow,
   compactRow: (0, eval)('(' + workerData.messageRowWriter + ')')(db, true),
   encodeRecords: (0, eval)('(' + segments.encodeRecords + ')'), decodeRecords: (0, eval)('(' + segments.decodeRecords + ')'),
+  replaySegments: (0, eval)('(' + segments.replaySegments + ')'),
   compactAfterMs: segments.compactAfterMs, compactRows: segments.compactRows, chunk: segments.chunk, slice: segments.slice, maxTailRows: segments.maxTailRows,
   keyFilter: (0, eval)('(' + segments.keyFilter + ')'), keysPerStep: segments.keysPerStep, keysCapacity: segments.keysCapacity,
   onCompacted: (through) => parentPort.postMessage({ compacted: through }),

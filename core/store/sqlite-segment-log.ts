@@ -37,6 +37,7 @@ export function segmentLog(d: {
   compactRow: (row: MessageRow) => unknown;
   encodeRecords: (rows: readonly MessageRow[], crc32: (data: Uint8Array) => number) => Buffer;
   decodeRecords: (data: Buffer, crc32: (data: Uint8Array) => number) => MessageRow[];
+  replaySegments: typeof replaySegments;
   compactAfterMs: number;
   compactRows: number;
   chunk: number;
@@ -94,17 +95,7 @@ export function segmentLog(d: {
   const prefix = d.file.slice(dir.length) + '-log.';
   const left = fs.readdirSync(dir).filter((name) => name.startsWith(prefix) && /^\d{8,}$/.test(name.slice(prefix.length))).sort();
   if (left.length > 0) {
-    db.transaction(() => {
-      for (const name of left) {
-        for (const row of d.decodeRecords(fs.readFileSync(dir + name), d.crc32)) {
-          try {
-            d.appendRow(row);
-          } catch {
-            // its id is stored elsewhere, or its chat is gone: nothing was written
-          }
-        }
-      }
-    }).immediate();
+    d.replaySegments(db, d.appendRow, (data) => d.decodeRecords(data, d.crc32), left.map((name) => () => fs.readFileSync(dir + name)));
     for (const name of left) fs.unlinkSync(dir + name);
     storedId = (db.prepare("SELECT COALESCE(MAX(id), '') AS id FROM messages").get() as { id: string }).id;
   }
@@ -386,18 +377,7 @@ export function takeOverSegmentLog(file: string, db: Database.Database, waitMs: 
   }
   const segments = segmentsOf(file);
   if (segments.length > 0) {
-    const appendRow = messageRowWriter(db);
-    db.transaction(() => {
-      for (const n of segments) {
-        for (const row of decodeRecords(readFileSync(segmentPath(file, n)), crc32)) {
-          try {
-            appendRow(row);
-          } catch {
-            // its id is stored elsewhere, or its chat is gone: nothing was written
-          }
-        }
-      }
-    }).immediate();
+    replaySegments(db, messageRowWriter(db), (data) => decodeRecords(data, crc32), segments.map((n) => () => readFileSync(segmentPath(file, n))));
     // This connection commits with synchronous=NORMAL: the WAL is made durable before the
     // segments go.
     const wal = openSync(`${file}-wal`, 'r');
@@ -416,6 +396,26 @@ export function takeOverSegmentLog(file: string, db: Database.Database, waitMs: 
     for (const n of segments) unlinkSync(segmentPath(file, n));
   }
   return lock;
+}
+
+/**
+ * Writes the rows of segments (each read when its turn comes, oldest first) into the database,
+ * in one transaction, with `appendRow` (which checks each: a row present already is left as it
+ * is); a row whose id is stored elsewhere or whose chat is gone is skipped. Used as the store
+ * opens and by a writer thread started again. Self-contained: the writer thread runs its source.
+ */
+export function replaySegments(db: Database.Database, appendRow: (row: MessageRow) => unknown, decode: (data: Buffer) => MessageRow[], segments: (() => Buffer)[]): void {
+  db.transaction(() => {
+    for (const read of segments) {
+      for (const row of decode(read())) {
+        try {
+          appendRow(row);
+        } catch {
+          // its id is stored elsewhere, or its chat is gone: nothing was written
+        }
+      }
+    }
+  }).immediate();
 }
 
 const segmentPath = (file: string, n: number) => `${file}-log.${String(n).padStart(8, '0')}`;
