@@ -14,11 +14,16 @@ import type { Duplex } from 'node:stream';
 export function coalesceWrites(stream: Duplex): void {
   let held = false;
   const release = () => {
+    if (!held) return;
     held = false;
     stream.uncork();
   };
   const write = stream.write;
   stream.write = function (this: Duplex, ...args: Parameters<Duplex['write']>) {
+    // Never hold more than the stream's high-water mark: past it the held bytes go to the kernel
+    // now, so that write() returns false (and the outgoing-queue bound counts) only for what the
+    // kernel does not take, as without holding.
+    if (held && stream.writableLength >= stream.writableHighWaterMark) release();
     if (!held) {
       held = true;
       stream.cork();
