@@ -269,25 +269,38 @@ const log = segments && (0, eval)('(' + segments.segmentLog + ')')({
 let flushRequests = [];
 let flushWaiters = [];
 let sealTimer = null;
-let compactTimer = null;
+/** A step run later, one at a time: schedule(0) runs it at the next turn, schedule(ms) after a
+ * wait; scheduling it again before it ran changes nothing. */
+const later = (step) => {
+  let timer = null;
+  const run = () => {
+    timer = null;
+    step();
+  };
+  return {
+    schedule(wait) {
+      if (timer) return;
+      timer = wait > 0 ? setTimeout(run, wait) : setImmediate(run);
+    },
+    cancel() {
+      clearTimeout(timer);
+      clearImmediate(timer);
+      timer = null;
+    },
+  };
+};
 // The filter of the database's idempotency keys is built a step a turn (at start, and again
 // larger when full: after a compaction).
-let keysTimer = null;
-const scheduleKeys = (wait) => {
-  if (keysTimer) return;
-  keysTimer = wait > 0 ? setTimeout(keysNext, wait) : setImmediate(keysNext);
-};
-const keysNext = () => {
-  keysTimer = null;
+const keys = later(() => {
   let more;
   try {
     more = log.keysStep();
   } catch {
-    return scheduleKeys(segments.retryMs); // busy, say: every key is looked up meanwhile
+    return keys.schedule(segments.retryMs); // busy, say: every key is looked up meanwhile
   }
-  if (more) scheduleKeys(0);
-};
-if (log) scheduleKeys(0);
+  if (more) keys.schedule(0);
+});
+if (log) keys.schedule(0);
 const scheduleSeal = () => {
   if (sealTimer) return;
   const wait = log.dueIn();
@@ -302,27 +315,22 @@ const sealNow = () => {
     sealTimer = setTimeout(sealNow, segments.retryMs);
     return;
   }
-  scheduleCompact(0);
+  compact.schedule(0);
 };
-const scheduleCompact = (wait) => {
-  if (compactTimer) return;
-  compactTimer = wait > 0 ? setTimeout(compactNext, wait) : setImmediate(compactNext);
-};
-const compactNext = () => {
-  compactTimer = null;
+const compact = later(() => {
   let more;
   try {
     more = log.compactStep();
   } catch (err) {
     answerFlushes(failure(err));
-    return scheduleCompact(segments.retryMs);
+    return compact.schedule(segments.retryMs);
   }
   answerFlushes(null);
-  if (more) return scheduleCompact(0);
-  scheduleKeys(0);
+  if (more) return compact.schedule(0);
+  keys.schedule(0);
   scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
   scheduleSeal();
-};
+});
 /** Answers the reads whose segment is in the database (all of them, with the error, if one is
  * given). */
 const answerFlushes = (error) => {
@@ -349,7 +357,7 @@ const flush = () => {
   }
   for (const id of ids) flushWaiters.push({ id, through });
   answerFlushes(null);
-  if (flushWaiters.length > 0) scheduleCompact(0);
+  if (flushWaiters.length > 0) compact.schedule(0);
 };
 // One batch per turn: appends that arrive meanwhile are committed between batches. The index
 // never waits for the write lock (another process holding it, say): it tries again later, so that
@@ -414,10 +422,8 @@ const commitQueued = () => {
   if (closing) {
     if (log) {
       clearTimeout(sealTimer);
-      clearTimeout(compactTimer);
-      clearImmediate(compactTimer);
-      clearTimeout(keysTimer);
-      clearImmediate(keysTimer);
+      compact.cancel();
+      keys.cancel();
       log.close();
       answerFlushes(null);
       for (const w of flushWaiters) parentPort.postMessage({ id: w.id, error: { message: 'the store is closed' } });

@@ -124,7 +124,8 @@ export function segmentLog(d: {
   let skipped = 0;
 
   const seqKey = (row: MessageRow) => row[0] + '\n' + row[1];
-  const idemKey = (row: MessageRow) => (row[5] === null ? null : row[0] + '\n' + row[4] + '\n' + row[5]);
+  const keyOf = (chatId: string, senderId: string | null, clientMsgId: string) => chatId + '\n' + senderId + '\n' + clientMsgId;
+  const idemKey = (row: MessageRow) => (row[5] === null ? null : keyOf(row[0], row[4], row[5]));
   const remember = (m: Maps, row: MessageRow) => {
     m.bySeq.set(seqKey(row), row[2]);
     const key = idemKey(row);
@@ -317,7 +318,7 @@ export function segmentLog(d: {
       const b = building;
       if (!b) return false;
       const rows = keysAfter.all(...b.after, d.keysPerStep) as { c: string; s: string; k: string }[];
-      for (const r of rows) b.filter.add(r.c + '\n' + r.s + '\n' + r.k);
+      for (const r of rows) b.filter.add(keyOf(r.c, r.s, r.k));
       const last = rows[rows.length - 1];
       if (last && rows.length === d.keysPerStep) {
         b.after = [last.c, last.s, last.k];
