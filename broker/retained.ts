@@ -31,12 +31,25 @@ export function memoryPersistence() {
   own.storeRetained = (packet) => {
     // An empty payload clears the topic (MQTT 3.1.1 §3.3.1.3).
     if (packet.payload.length === 0) retained.delete(packet.topic);
-    else retained.set(packet.topic, { ...packet });
+    else retained.set(packet.topic, { ...packet, payload: ownCopy(packet.payload) });
     return Promise.resolve();
   };
   own.createRetainedStreamCombi = (patterns) => Readable.from(retainedMatching(retained, patterns));
   own.createRetainedStream = (pattern) => own.createRetainedStreamCombi([pattern]);
   return persistence;
+}
+
+/**
+ * A retained payload in memory of its own: a small Buffer (a presence value, made by
+ * Buffer.from) is a view of an 8 KiB pool slab shared with whatever else was allocated
+ * meanwhile, and a retained view keeps the whole slab for as long as the topic keeps its value.
+ * Seen in a heap snapshot of the conns bench: 400 users' presence values pinned 199 slabs.
+ */
+function ownCopy(payload: Buffer | string): Buffer | string {
+  if (typeof payload === 'string' || payload.byteLength === payload.buffer.byteLength) return payload;
+  const copy = Buffer.allocUnsafeSlow(payload.byteLength);
+  payload.copy(copy);
+  return copy;
 }
 
 function* retainedMatching(retained: Map<string, RetainedPacket>, patterns: string[]) {
