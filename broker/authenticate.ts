@@ -12,6 +12,17 @@ const DEVICE = /^[A-Za-z0-9_.-]{1,64}$/;
 /** Clients that sent an empty client id (the server then assigned one). */
 const assignedId = new WeakSet<Client>();
 
+/**
+ * mqtt-packet's parser keeps the CONNECT packet for as long as the connection lives (as its
+ * `settings`, for the protocol version of later packets), and the password in it is a view of the
+ * socket's first chunk: it kept that chunk's memory (the CONNECT's bytes, about 300 B with a
+ * login token) per connection. Nothing reads the password after this call.
+ */
+function forgetPassword(client: Client, password: Buffer) {
+  const settings = (client as unknown as { _parser?: { settings?: { password?: Buffer | undefined } } })._parser?.settings;
+  if (settings?.password === password) settings.password = undefined;
+}
+
 export function preConnect(client: Client, packet: ConnectPacket, done: (err: Error | null, ok: boolean) => void) {
   if (!packet.clientId) assignedId.add(client);
   done(null, true);
@@ -26,8 +37,10 @@ export function authenticate(ctx: BrokerContext) {
   return (client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void) => {
     const refuse = (code: number, message: string) => done(Object.assign(new Error(message), { returnCode: code }) as AuthenticateError, null);
     if (!username || !password || password.length > 4096) return refuse(BAD_USERNAME_OR_PASSWORD, 'username and token required');
+    const token = password.toString('utf8');
+    forgetPassword(client, password);
 
-    ctx.accounts.authenticate(password.toString('utf8')).then(
+    ctx.accounts.authenticate(token).then(
       ({ user, session }) => {
         if (user.username !== username.toLowerCase()) return refuse(BAD_USERNAME_OR_PASSWORD, 'token does not belong to this username');
         const id = client.id;
