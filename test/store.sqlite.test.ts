@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { MessageEnvelope } from '../core/envelope.js';
 import { newId } from '../core/ids.js';
@@ -63,6 +64,70 @@ describe('SQLite search index', () => {
     } finally {
       await writer.close();
       await reader.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * The main connection never waits for the write lock on the event loop (SqliteStore.write): the
+ * message log's writer thread holds it through each compaction of the segment log, and
+ * better-sqlite3's busy handler would sleep the whole thread meanwhile. Here another connection
+ * holds the lock (BEGIN IMMEDIATE), as the writer thread does.
+ */
+describe('SQLite writes while another connection holds the write lock', () => {
+  const user = (name: string) => ({ id: newId(), username: name, displayName: name, passwordHash: 'x', createdAt: Date.now() });
+  const turns = (n: number) => new Promise((resolve) => setTimeout(resolve, n));
+
+  it('wait off the event loop, in the order they came, and are written once the lock is free', async () => {
+    const dir = tempDir('chat-store-lock-');
+    const file = join(dir, 'chat.db');
+    const store = new SqliteStore(file);
+    const other = new Database(file);
+    try {
+      const owner = await store.createUser(user('owner'));
+      other.exec('BEGIN IMMEDIATE');
+      const settled: string[] = [];
+      // Each call returns at once (a blocked thread would not get to the next line before the
+      // lock is free), and none resolves while the lock is held.
+      const created = store.createUser(user('waiting')).then(() => settled.push('user'));
+      const session = { id: newId(), userId: owner.id, createdAt: Date.now(), expiresAt: Date.now() + 60_000, revokedAt: null };
+      const sessionWritten = store.createSession(session).then(() => settled.push('session'));
+      const revoked = store.revokeSession(session.id, Date.now()).then((r) => (settled.push('revoked'), r));
+      await turns(100);
+      expect(settled).toEqual([]);
+      expect(await store.getUserByUsername('waiting')).toBeNull();
+      other.exec('COMMIT');
+      await Promise.all([created, sessionWritten, revoked]);
+      // In order: the revoke, which came after the session's insert, found the session there.
+      expect(settled).toEqual(['user', 'session', 'revoked']);
+      expect(await revoked).toBe(true);
+      expect((await store.getSession(session.id))?.revokedAt).not.toBeNull();
+      expect((await store.getUserByUsername('waiting'))?.username).toBe('waiting');
+    } finally {
+      other.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fail as unavailable after writeWaitMs, with nothing written, and the next write goes through', async () => {
+    const dir = tempDir('chat-store-lock-');
+    const file = join(dir, 'chat.db');
+    const store = new SqliteStore(file, { writeWaitMs: 300 });
+    const other = new Database(file);
+    try {
+      const owner = await store.createUser(user('owner'));
+      other.exec('BEGIN IMMEDIATE');
+      const group = store.createGroupChat({ id: newId(), name: 'g', visibility: 'public', ownerId: owner.id, memberIds: [owner.id], createdAt: Date.now() });
+      await expect(group).rejects.toMatchObject({ code: 'unavailable', retryAfter: 1 });
+      other.exec('COMMIT');
+      expect((await store.listPublicGroups({ limit: 10 })).items).toEqual([]);
+      const next = await store.createGroupChat({ id: newId(), name: 'h', visibility: 'public', ownerId: owner.id, memberIds: [owner.id], createdAt: Date.now() });
+      expect((await store.listPublicGroups({ limit: 10 })).items.map((c) => c.id)).toEqual([next.id]);
+    } finally {
+      other.close();
+      await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

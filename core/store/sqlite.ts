@@ -164,6 +164,11 @@ const toUser = (r: UserRow): UserRecord => ({
   createdAt: r.created_at, lastSeenAt: r.last_seen_at,
 });
 
+/** How long the connection's statements wait for a lock held by another (a read, say, while
+ * another process recovers the WAL); writes never wait on the event loop: see `write()`. */
+const BUSY_TIMEOUT_MS = 10_000;
+const noop = () => {};
+
 /**
  * SQLite store (better-sqlite3). WAL mode lets readers run beside one writer; every write
  * that reads-then-writes (numbering, direct-chat lookup, member cap) runs in a BEGIN IMMEDIATE
@@ -181,6 +186,7 @@ export class SqliteStore implements Store {
   private readonly logLock: Database.Database | null;
   /** Runs message searches on a thread of its own. */
   private readonly searcher: SearchThread;
+  private readonly writeWaitMs: number;
   /** Searches admitted and not yet answered (bounded: SEARCH_PENDING_MAX). */
   private searchesPending = 0;
 
@@ -194,13 +200,15 @@ export class SqliteStore implements Store {
    * second process opening the file this way fails; other processes sharing the file see a
    * message in the database within a few seconds of its append. Without it, each group commit
    * is a transaction of the database's own. `lockWaitMs`: how long an exclusive store waits for
-   * a process that holds the log and is ending (10 s). Either way, what a previous exclusive run left in its
+   * a process that holds the log and is ending (10 s). `writeWaitMs`: how long a write waits for
+   * the database's write lock, off the event loop, before it fails as unavailable (10 s). Either way, what a previous exclusive run left in its
    * log is replayed into the database here, when no live process holds that log.
    */
-  constructor(file: string, options: { exclusive?: boolean; lockWaitMs?: number } = {}) {
+  constructor(file: string, options: { exclusive?: boolean; lockWaitMs?: number; writeWaitMs?: number } = {}) {
+    this.writeWaitMs = options.writeWaitMs ?? 10_000;
     mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file);
-    this.db.pragma('busy_timeout = 10000');
+    this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     walMode(this.db);
     // Commits do not wait for the disk here (NORMAL); every write method waits for an fsync of
     // the WAL before it resolves instead (`durable()`), so what a write resolves survives power
@@ -338,12 +346,11 @@ export class SqliteStore implements Store {
 
   async createUser(u: NewUser): Promise<UserRecord> {
     try {
-      this.s.insertUser.run(u.id, u.username, u.displayName, u.displayName.toLowerCase(), u.passwordHash, u.createdAt);
+      await this.write(() => this.s.insertUser.run(u.id, u.username, u.displayName, u.displayName.toLowerCase(), u.passwordHash, u.createdAt));
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw usernameTaken();
       throw err;
     }
-    await this.durable();
     return { ...u, lastSeenAt: null };
   }
 
@@ -388,14 +395,9 @@ export class SqliteStore implements Store {
         const batch = this.seenPending;
         this.seenPending = new Map();
         this.seenWritten = null;
-        try {
-          this.db.transaction(() => {
-            for (const [id, seen] of batch) this.s.setLastSeen.run(seen, id);
-          })();
-          this.durable().then(resolve, reject);
-        } catch (err) {
-          reject(err);
-        }
+        this.write(() => this.db.transaction(() => {
+          for (const [id, seen] of batch) this.s.setLastSeen.run(seen, id);
+        }).immediate()).then(resolve, reject);
       }),
     ));
   }
@@ -406,8 +408,7 @@ export class SqliteStore implements Store {
   // ---- sessions
 
   async createSession(s: SessionRecord): Promise<void> {
-    this.s.insertSession.run(s.id, s.userId, s.createdAt, s.expiresAt, s.revokedAt);
-    await this.durable();
+    await this.write(() => this.s.insertSession.run(s.id, s.userId, s.createdAt, s.expiresAt, s.revokedAt));
   }
 
   async getSession(id: string): Promise<SessionRecord | null> {
@@ -416,15 +417,11 @@ export class SqliteStore implements Store {
   }
 
   async revokeSession(id: string, at: number): Promise<boolean> {
-    const revoked = this.s.revokeSession.run(at, id).changes === 1;
-    await this.durable();
-    return revoked;
+    return this.write(() => this.s.revokeSession.run(at, id).changes === 1);
   }
 
   async deleteExpiredSessions(now: number): Promise<number> {
-    const deleted = this.s.deleteExpired.run(now).changes;
-    await this.durable();
-    return deleted;
+    return this.write(() => this.s.deleteExpired.run(now).changes);
   }
 
   // ---- chats
@@ -432,7 +429,7 @@ export class SqliteStore implements Store {
   async createDirectChat(c: NewDirectChat): Promise<{ chat: ChatRecord; created: boolean }> {
     const [a, b] = [...c.userIds].sort() as [string, string];
     const key = `${a}:${b}`;
-    return this.written(this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const existing = this.s.chatByDirectKey.get(key);
       if (existing) return { chat: this.withMembers(existing), created: false };
       const number = this.s.nextNumber.get()!.n;
@@ -443,7 +440,7 @@ export class SqliteStore implements Store {
   }
 
   async createGroupChat(c: NewGroupChat): Promise<ChatRecord> {
-    return this.written(this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const number = this.s.nextNumber.get()!.n;
       this.s.insertChat.run(c.id, number, 'group', c.name, c.visibility, c.ownerId, null, c.createdAt);
       for (const u of c.memberIds) this.s.insertMember.run(c.id, u, c.createdAt, 0);
@@ -472,7 +469,7 @@ export class SqliteStore implements Store {
   }
 
   async addMembers(chatId: string, userIds: readonly string[], maxMembers: number, at: number) {
-    return this.written(this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const row = this.s.chatById.get(chatId);
       if (!row) throw notFound('chat not found');
       const current = new Set(this.s.memberIds.all(chatId).map((m) => m.user_id));
@@ -488,7 +485,7 @@ export class SqliteStore implements Store {
   }
 
   async removeMember(chatId: string, userId: string) {
-    return this.written(this.db.transaction(() => {
+    return this.write(() => this.db.transaction(() => {
       const row = this.s.chatById.get(chatId);
       if (!row) return null;
       const removed = this.s.deleteMember.run(chatId, userId).changes === 1;
@@ -534,10 +531,57 @@ export class SqliteStore implements Store {
     return this.wal.sync();
   }
 
-  /** A write's result, once it is durable. */
-  private async written<T>(result: T): Promise<T> {
+  /**
+   * Runs a write of this connection (a statement, or a transaction begun IMMEDIATE), and
+   * resolves with its result once it is durable. The write lock is never waited for on the event
+   * loop: better-sqlite3's busy handler sleeps the whole thread, and the message log's writer
+   * thread holds the lock through a compaction of the segment log (one transaction a segment:
+   * a few hundred ms under load). A write that finds it held waits here instead, without
+   * blocking, and is tried again a few ms later, in the order the writes came (a write that
+   * comes while others wait queues behind them); after `writeWaitMs` it fails as unavailable
+   * (503, Retry-After), having written nothing.
+   */
+  private async write<T>(run: () => T): Promise<T> {
+    let done = this.lockWaiting === 0 ? this.attempt(run) : null;
+    if (!done) {
+      this.lockWaiting++;
+      const turn = this.lockQueue.then(() => this.untilWritten(run));
+      this.lockQueue = turn.then(noop, noop);
+      try {
+        done = { value: await turn };
+      } finally {
+        this.lockWaiting--;
+      }
+    }
     await this.durable();
-    return result;
+    return done.value;
+  }
+
+  /** Writes that found the lock held, in order, and how many wait. */
+  private lockQueue: Promise<void> = Promise.resolve();
+  private lockWaiting = 0;
+
+  /** Runs `run` without waiting for the lock: null (nothing written) if another connection holds it. */
+  private attempt<T>(run: () => T): { value: T } | null {
+    this.db.pragma('busy_timeout = 0');
+    try {
+      return { value: run() };
+    } catch (err) {
+      if (String((err as { code?: unknown }).code).startsWith('SQLITE_BUSY')) return null;
+      throw err;
+    } finally {
+      this.db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    }
+  }
+
+  private async untilWritten<T>(run: () => T): Promise<T> {
+    const deadline = performance.now() + this.writeWaitMs;
+    for (let pause = 1; ; pause = Math.min(2 * pause, 16)) {
+      const done = this.attempt(run);
+      if (done) return done.value;
+      if (performance.now() >= deadline) throw new AppError('unavailable', 'the database is busy; retry shortly', { retryAfter: 1 });
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   }
 
   async listMessages(chatId: string, range: MessageRange): Promise<{ messages: Envelope[]; hasMore: boolean }> {
@@ -591,8 +635,7 @@ export class SqliteStore implements Store {
     if (!stored) return null;
     const before = this.pointer(chatId, userId, stored);
     if (readSeq <= before.readSeq) return { ...before, moved: false };
-    this.s.moveReadPointer.run(readSeq, at, chatId, userId, readSeq);
-    await this.durable();
+    await this.write(() => this.s.moveReadPointer.run(readSeq, at, chatId, userId, readSeq));
     // Concurrent moves: the highest stands, and each caller learns the pointer as it is now.
     return { ...this.pointer(chatId, userId, this.s.readPointer.get(chatId, userId)!), moved: true };
   }
