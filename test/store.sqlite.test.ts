@@ -78,14 +78,23 @@ describe('SQLite search index', () => {
 describe('SQLite writes while another connection holds the write lock', () => {
   const user = (name: string) => ({ id: newId(), username: name, displayName: name, passwordHash: 'x', createdAt: Date.now() });
   const turns = (n: number) => new Promise((resolve) => setTimeout(resolve, n));
-
-  it('wait off the event loop, in the order they came, and are written once the lock is free', async () => {
+  /** A store on a new file with a user `owner`, and a second connection to the file. */
+  const withLockable = async (options: { writeWaitMs?: number }, body: (store: SqliteStore, other: Database.Database, owner: { id: string }) => Promise<void>) => {
     const dir = tempDir('chat-store-lock-');
     const file = join(dir, 'chat.db');
-    const store = new SqliteStore(file);
+    const store = new SqliteStore(file, options);
     const other = new Database(file);
     try {
-      const owner = await store.createUser(user('owner'));
+      await body(store, other, await store.createUser(user('owner')));
+    } finally {
+      other.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  it('wait off the event loop, in the order they came, and are written once the lock is free', () =>
+    withLockable({}, async (store, other, owner) => {
       other.exec('BEGIN IMMEDIATE');
       const settled: string[] = [];
       // Each call returns at once (a blocked thread would not get to the next line before the
@@ -104,20 +113,10 @@ describe('SQLite writes while another connection holds the write lock', () => {
       expect(await revoked).toBe(true);
       expect((await store.getSession(session.id))?.revokedAt).not.toBeNull();
       expect((await store.getUserByUsername('waiting'))?.username).toBe('waiting');
-    } finally {
-      other.close();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('fail as unavailable after writeWaitMs, with nothing written, and the next write goes through', async () => {
-    const dir = tempDir('chat-store-lock-');
-    const file = join(dir, 'chat.db');
-    const store = new SqliteStore(file, { writeWaitMs: 300 });
-    const other = new Database(file);
-    try {
-      const owner = await store.createUser(user('owner'));
+  it('fail as unavailable after writeWaitMs, with nothing written, and the next write goes through', () =>
+    withLockable({ writeWaitMs: 300 }, async (store, other, owner) => {
       other.exec('BEGIN IMMEDIATE');
       const group = store.createGroupChat({ id: newId(), name: 'g', visibility: 'public', ownerId: owner.id, memberIds: [owner.id], createdAt: Date.now() });
       await expect(group).rejects.toMatchObject({ code: 'unavailable', retryAfter: 1 });
@@ -125,10 +124,5 @@ describe('SQLite writes while another connection holds the write lock', () => {
       expect((await store.listPublicGroups({ limit: 10 })).items).toEqual([]);
       const next = await store.createGroupChat({ id: newId(), name: 'h', visibility: 'public', ownerId: owner.id, memberIds: [owner.id], createdAt: Date.now() });
       expect((await store.listPublicGroups({ limit: 10 })).items.map((c) => c.id)).toEqual([next.id]);
-    } finally {
-      other.close();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 });
