@@ -30,7 +30,7 @@ describe('segment log on its thread', () => {
   /** The segment log as the writer thread makes it, its key filter 7 keys a step, made for 16 at least. */
   const open = (db: Database.Database, file: string) =>
     segmentLog({
-      fs, crc32, db, file, appendRow: messageRowWriter(db), compactRow: messageRowWriter(db, true), indexRows: () => {}, encodeRecords, decodeRecords, replaySegments,
+      fs, crc32, db, file, appendRow: messageRowWriter(db), compactRow: messageRowWriter(db, true), encodeRecords, decodeRecords, replaySegments,
       compactAfterMs: 3000, compactRows: 20_000, chunk: 1000, slice: 100, maxTailRows: 200_000,
       keyFilter, keysPerStep: 7, keysCapacity: 16, onCompacted: () => {},
     });

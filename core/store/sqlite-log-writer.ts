@@ -27,14 +27,12 @@ const INDEX_GAP_MS = 200;
 const INDEX_BATCH = 250;
 /** The segment log (core/store/sqlite-segment-log.ts): its rows are written into the database
  * `compactAfterMs` after the current segment's first (or once `compactRows` wait, or a read needs
- * them), `slice` rows a turn of the thread (about 3 ms: appends are answered in between), with the
- * search index, in one transaction a segment (`chunk`: at most 20,000 rows; the main thread's own
- * writes wait for the write lock meanwhile, off the event loop: SqliteStore.write); each chat's
- * index pages are written once a segment, not once every thousand rows: 6.5 -> 3-4 KB a message
- * at 2,500 msg/s (bench/README.md); appends are refused while `maxTailRows` wait (compactions
+ * them), `slice` rows a turn of the thread (about 3 ms: appends are answered in between), in
+ * transactions of `chunk` rows (so the main thread's own writes wait for the write lock about
+ * 30 ms at most, as long as for the index's catch-up before); appends are refused while `maxTailRows` wait (compactions
  * failing: the database's disk full, say); a failed compaction is tried again `retryMs` later. The filter of the database's idempotency keys
  * (core/store/key-filter.ts) takes `keysPerStep` of them a turn as it is built, made for at least `keysCapacity` keys (1.3 MB). */
-const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 20_000, slice: 100, maxTailRows: 200_000, retryMs: 1000, keysPerStep: 5000, keysCapacity: 1 << 20 };
+const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 1000, slice: 100, maxTailRows: 200_000, retryMs: 1000, keysPerStep: 5000, keysCapacity: 1 << 20 };
 
 /**
  * The message log's writer: a thread with its own connection to the database file that
@@ -183,9 +181,6 @@ db.pragma('foreign_keys = ON');
 // file on disk: 9.5 KB and 2.5 write calls per message at 2,500 msg/s (npm run bench:append).
 // In memory it is bounded by the pages one commit touches.
 db.pragma('temp_store = MEMORY');
-// A compaction of the segment log is one transaction: its pages stay in the cache until it commits
-// (SQLite's default 2 MB would spill them into the WAL, to be written again as they are touched again).
-db.pragma('cache_size = -32768');
 // The checkpointer thread (below) copies the WAL back as it grows. This one, run by SQLite
 // after a commit once the WAL holds that many frames, finds little left to copy and, with no
 // commit running beside it, finishes: the next commit then starts the WAL anew.
@@ -212,7 +207,7 @@ const indexCurrent = (rowid, envelope, deleted) => {
   if (!deleted) index(rowid, JSON.parse(envelope).text);
 };
 /** Indexes up to indexBatch rows; returns whether rows are left. */
-const catchUpRows = () => {
+const catchUpOnce = db.transaction(() => {
   let last = progress.get().last_rowid;
   const rows = rowsAfter.all(last, workerData.indexBatch);
   for (const r of rows) {
@@ -228,8 +223,7 @@ const catchUpRows = () => {
   }
   if (rows.length > 0) setProgress.run(last);
   return rows.length === workerData.indexBatch;
-};
-const catchUpOnce = db.transaction(catchUpRows);
+});
 const appendBatch = db.transaction((rows) => rows.map(appendRow));
 const failure = (err) => ({ message: String(err && err.message), code: err && err.code });
 // Nested in this transaction, each batch's own transaction is a savepoint.
@@ -262,7 +256,7 @@ const take = (m) => {
 // again later (the rows stay in the log); a flush waiting for it fails.
 const segments = workerData.segments;
 const log = segments && (0, eval)('(' + segments.segmentLog + ')')({
-  fs: require('node:fs'), crc32: require('node:zlib').crc32, db, file: workerData.file, appendRow, indexRows: catchUpRows,
+  fs: require('node:fs'), crc32: require('node:zlib').crc32, db, file: workerData.file, appendRow,
   compactRow: (0, eval)('(' + workerData.messageRowWriter + ')')(db, true),
   encodeRecords: (0, eval)('(' + segments.encodeRecords + ')'), decodeRecords: (0, eval)('(' + segments.decodeRecords + ')'),
   replaySegments: (0, eval)('(' + segments.replaySegments + ')'),

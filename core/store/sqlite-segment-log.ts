@@ -14,12 +14,12 @@ import { decodeRecords, type MessageRow, messageRowWriter } from './sqlite-messa
  *   database, exactly as the writer's transaction would) and its rows are written to the current
  *   segment as checksummed records, in one write to a file opened O_DSYNC (the write returns once
  *   the data is on disk); then the appends are answered.
- * - `compactAfterMs` after the segment's first row, when `compactRows` wait, or when a read
- *   needs them (`flush`), the current segment is sealed and its rows are written into the
- *   database in log order (rowids stay in arrival order: the search pages by them, newest
- *   first), with their search index, in one transaction (of `chunk` rows at most) that spans
- *   turns, appends answered in between; then the segment is deleted. In one compaction seconds
- *   of messages share the database's pages: bench/README.md, "The segment log".
+ * - About once a second (`compactAfterMs` after the segment's first row), when `compactRows`
+ *   wait, or when a read needs them (`flush`), the current segment is sealed and its rows are
+ *   written into the database in log order (rowids stay in arrival order: the search pages
+ *   by them, newest first), in transactions of `chunk` rows with
+ *   appends answered in between; then the segment is deleted. In one compaction a second's
+ *   messages share the database's pages: bench/README.md, "The segment log".
  * - At start, what a previous run left is replayed (`takeOverSegmentLog`, on the main thread, as
  *   the store opens; and here, for a thread started again after its predecessor stopped).
  *
@@ -35,9 +35,6 @@ export function segmentLog(d: {
    * segment's), and one the log checked as it was appended (`messageRowWriter(db, true)`). */
   appendRow: (row: MessageRow) => unknown;
   compactRow: (row: MessageRow) => unknown;
-  /** Indexes rows for search past the index's progress, a batch (more than a slice): called in a
-   * compaction's transaction after each slice, so the index commits with the rows. */
-  indexRows: () => unknown;
   encodeRecords: (rows: readonly MessageRow[], crc32: (data: Uint8Array) => number) => Buffer;
   decodeRecords: (data: Buffer, crc32: (data: Uint8Array) => number) => MessageRow[];
   replaySegments: typeof replaySegments;
@@ -195,8 +192,8 @@ export function segmentLog(d: {
 
   // A compaction's transaction spans several turns of the thread: `slice` rows a turn (a few ms),
   // appends answered in between (they only read here, and see the rows written so far), committed
-  // at the end of each segment (or every `chunk` rows). So each commit writes the pages of a
-  // segment's rows (fewer bytes a message the more), while no append waits longer than a slice.
+  // every `chunk` rows and at the end of each segment. So each commit writes the pages of
+  // `chunk` rows (fewer bytes a message the more), while no append waits longer than a slice.
   const insertRow = (row: MessageRow) => {
     let outcome;
     try {
@@ -276,7 +273,6 @@ export function segmentLog(d: {
       const slice = s.rows.slice(s.done, s.done + d.slice);
       try {
         for (const row of slice) insertRow(row);
-        d.indexRows();
         s.done += slice.length;
         uncommitted += slice.length;
         const whole = s.done >= s.rows.length;
