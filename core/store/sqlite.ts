@@ -535,8 +535,8 @@ export class SqliteStore implements Store {
    * Runs a write of this connection (a statement, or a transaction begun IMMEDIATE), and
    * resolves with its result once it is durable. The write lock is never waited for on the event
    * loop: better-sqlite3's busy handler sleeps the whole thread, and the message log's writer
-   * thread holds the lock through a compaction of the segment log (one transaction a segment:
-   * a few hundred ms under load). A write that finds it held waits here instead, without
+   * thread holds the lock through each transaction of a compaction of the segment log (tens of
+   * ms under load). A write that finds it held waits here instead, without
    * blocking, and is tried again a few ms later, in the order the writes came (a write that
    * comes while others wait queues behind them); after `writeWaitMs` it fails as unavailable
    * (503, Retry-After), having written nothing.
