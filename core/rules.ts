@@ -70,7 +70,7 @@ export const OUTGOING_QUEUE_BYTES = 1024 * 1024;
 export const OUTGOING_QUEUE_PACKETS = 1000;
 export const OUTGOING_QUEUE_GRACE_MS = 5000;
 /** Chat sends being validated, sequenced and made durable in one process at once; more wait. */
-export const MAX_SENDS_IN_FLIGHT = 5000;
+export const MAX_SENDS_IN_FLIGHT = 500;
 /** Chats whose members a node keeps in memory (core/membership.ts); chats with a member
  * connected to the node are kept besides. */
 export const MEMBERSHIP_CACHE_CHATS = 20_000;
