@@ -1,3 +1,5 @@
+// First, before anything loads mqtt-packet: see core/quiet-debug.ts.
+import './core/quiet-debug.js';
 import { ConfigError, StartupError, loadConfig } from './core/config.js';
 import { type Running, startServer } from './server.js';
 
