@@ -41,14 +41,14 @@ const TICK_US = 1e6 / 100; // USER_HZ: /proc reports CPU in 10 ms ticks
 const PROCESS_THREADS = new Set(readdirSync('/proc/self/task'));
 
 /** CPU ticks (user, sys) per thread: 'main', the store's threads by the order they started
- * ('writer' then 'checkpointer': see core/store/sqlite-log-writer.ts), the rest as 'other'. */
+ * ('writer', 'checkpointer', 'indexer': see core/store/sqlite-log-writer.ts), the rest as 'other'. */
 function threadTicks(): Map<string, [number, number]> {
   const ticks = new Map<string, [number, number]>();
   const storeThreads = readdirSync('/proc/self/task').filter((t) => !PROCESS_THREADS.has(t)).sort((a, b) => Number(a) - Number(b));
   for (const tid of readdirSync('/proc/self/task')) {
     const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const name = tid === String(process.pid) ? 'main' : (['writer', 'checkpointer'][storeThreads.indexOf(tid)] ?? 'other');
+    const name = tid === String(process.pid) ? 'main' : (['writer', 'checkpointer', 'indexer'][storeThreads.indexOf(tid)] ?? 'other');
     const [u, s] = ticks.get(name) ?? [0, 0];
     ticks.set(name, [u + Number(fields[11]), s + Number(fields[12])]);
   }

@@ -70,6 +70,47 @@ describe('SQLite search index', () => {
 });
 
 /**
+ * The segment log's writer thread only reads the database to answer an append; what needs the
+ * write lock there is the compaction, and it never sleeps on it (the indexer's transactions and
+ * the main connection's writes hold the lock at times): it tries again 2 ms later. So while
+ * another connection holds the lock, appends are still answered, and a read that needs the
+ * log's rows in the database waits until the lock is free. (When the compaction slept in
+ * SQLite's busy handler, the append below waited the whole busy timeout, 10 s.)
+ */
+describe('SQLite segment log while another connection holds the write lock', () => {
+  it('answers appends at once; the compaction, and the read waiting for it, follow once the lock is free', async () => {
+    const dir = tempDir('chat-log-lock-');
+    const file = join(dir, 'chat.db');
+    const store = new SqliteStore(file, { exclusive: true });
+    const other = new Database(file);
+    try {
+      const owner = await store.createUser({ id: newId(), username: 'owner', displayName: 'Owner', passwordHash: 'x', createdAt: Date.now() });
+      const chat = await store.createGroupChat({ id: newId(), name: 'g', visibility: 'private', ownerId: owner.id, memberIds: [owner.id], createdAt: Date.now() });
+      const message = (seq: number): MessageEnvelope => ({
+        type: 'message', id: newId(), chatId: chat.id, seq, senderId: owner.id, senderName: 'Owner', text: `m${seq}`, clientMsgId: `c${seq}`, createdAt: new Date().toISOString(),
+      });
+      const seqs = (r: { messages: { seq: number; type: string }[] }) => r.messages.filter((m) => m.type === 'message').map((m) => m.seq);
+      expect(await store.appendMessages([message(1)])).toEqual(['stored']);
+      other.exec('BEGIN IMMEDIATE');
+      let read = false;
+      const history = store.listMessages(chat.id, { limit: 10 }).then((r) => ((read = true), r));
+      const appended = store.appendMessages([message(2)]);
+      const first = await Promise.race([appended.then(() => 'appended'), new Promise((resolve) => setTimeout(() => resolve('still waiting after 5 s'), 5000))]);
+      expect(first).toBe('appended');
+      expect(await appended).toEqual(['stored']);
+      expect(read).toBe(false);
+      other.exec('COMMIT');
+      expect(seqs(await history)).toContain(1);
+      expect(seqs(await store.listMessages(chat.id, { limit: 10 }))).toEqual([1, 2]);
+    } finally {
+      other.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
  * The main connection never waits for the write lock on the event loop (SqliteStore.write): the
  * message log's writer thread holds it through each compaction of the segment log, and
  * better-sqlite3's busy handler would sleep the whole thread meanwhile. Here another connection

@@ -15,15 +15,16 @@ export type { MessageRow };
  */
 const MIN_COMMIT_GAP_MS = 2;
 /**
- * The search index follows the log in transactions of its own, at most this often (ms) and at
- * most INDEX_BATCH rows each: indexed with each commit (a few messages), FTS5 wrote a segment
- * per commit and merged them again, and the durable append wrote 40 % more (bench/README.md,
- * "Chat list and message search"). A search first has the index catch up (`indexed()`), so it
- * still finds every message stored before it.
+ * The search index follows the messages table on a thread of its own (INDEXER, below), in
+ * transactions of its own, at most this often (ms) and at most INDEX_BATCH rows each: indexed
+ * with each commit (a few messages), FTS5 wrote a segment per commit and merged them again, and
+ * the durable append wrote 40 % more (bench/README.md, "Chat list and message search"). A search
+ * first has the index catch up (`indexed()`), so it still finds every message stored before it.
  */
 const INDEX_GAP_MS = 200;
-/** (About 20 ms of the writer's time: rows behind it, after a compaction of the segment log say,
- * are taken a batch a turn, with appends answered in between.) */
+/** (About 20 ms, the write lock held: rows behind it, after a compaction of the segment log say,
+ * are taken a batch a turn; the writer's compaction and the main connection's writes wait for
+ * the lock off their threads' turns meanwhile.) */
 const INDEX_BATCH = 250;
 /** The segment log (core/store/sqlite-segment-log.ts): its rows are written into the database
  * `compactAfterMs` after the current segment's first (or once `compactRows` wait, or a read needs
@@ -46,7 +47,10 @@ const SEGMENTS = { compactAfterMs: 3000, compactRows: 20_000, chunk: 1000, slice
 export class LogWriter {
   private worker: Worker | null = null;
   private checkpointer: Worker | null = null;
+  private indexer: Worker | null = null;
   private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
+  /** Searches waiting for the indexer to catch up. */
+  private readonly indexWaiters = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private nextId = 1;
   private closing: Promise<void> | null = null;
   /** With the segment log: the last append that stored a row, and the last one whose rows are
@@ -81,7 +85,14 @@ export class LogWriter {
   /** Resolves once the search index holds every row stored before the call. */
   async indexed(): Promise<void> {
     await this.caughtUp();
-    await this.ask({ index: true });
+    if (this.closing) throw new Error('the store is closed');
+    const indexer = (this.indexer ??= this.startIndexer());
+    const id = this.nextId++;
+    if (this.indexWaiters.size === 0) indexer.ref();
+    await new Promise<void>((resolve, reject) => {
+      this.indexWaiters.set(id, { resolve, reject });
+      indexer.postMessage({ id, index: true });
+    });
   }
 
   /** Resolves once every row appended before the call is in the database (at once without the
@@ -100,9 +111,10 @@ export class LogWriter {
     for (const [chatId, tail] of this.tailSeqs) if (tail.request <= through) this.tailSeqs.delete(chatId);
   }
 
-  private ask<T>(request: { rows: MessageRow[] } | { index: true } | { flush: true }): Promise<T> {
+  private ask<T>(request: { rows: MessageRow[] } | { flush: true }): Promise<T> {
     if (this.closing) return Promise.reject(new Error('the store is closed'));
     const worker = (this.worker ??= this.start());
+    this.indexer ??= this.startIndexer(); // again, should it have stopped
     const id = this.nextId++;
     if (this.pending.size === 0) worker.ref();
     return new Promise((resolve, reject) => {
@@ -114,10 +126,42 @@ export class LogWriter {
   /** Waits for the appends under way, then ends the thread (its connection closes cleanly). */
   close(): Promise<void> {
     return (this.closing ??= (async () => {
-      if (!this.worker) return;
-      await endThread(this.worker);
+      // The writer first: it writes what the segment log holds into the database, which the
+      // indexer then takes before it ends too.
+      if (this.worker) await endThread(this.worker);
+      if (this.indexer) await endThread(this.indexer);
       if (this.checkpointer) await endThread(this.checkpointer);
     })());
+  }
+
+  /** The search index's thread (INDEXER, below): it follows the database by rowid, on its own
+   * connection, so that neither its tokenizer nor its FTS5 inserts hold up an append. */
+  private startIndexer(): Worker {
+    const driver = createRequire(import.meta.url).resolve('better-sqlite3');
+    const worker = new Worker(INDEXER, { eval: true, workerData: {
+        file: this.file, driver, indexGapMs: INDEX_GAP_MS, indexBatch: INDEX_BATCH,
+        // The search's own functions, so that the index is cut exactly as queries are.
+        normalizeForSearch: normalizeForSearch.toString(), searchTokenText: searchTokenText.toString(),
+      },
+    });
+    worker.unref();
+    worker.on('message', (reply: { id: number; error?: { message: string; code?: string } }) => {
+      const waiter = this.indexWaiters.get(reply.id);
+      if (!waiter) return;
+      this.indexWaiters.delete(reply.id);
+      if (this.indexWaiters.size === 0) worker.unref();
+      if (reply.error) waiter.reject(Object.assign(new Error(reply.error.message), reply.error.code ? { code: reply.error.code } : {}));
+      else waiter.resolve();
+    });
+    const fail = (err: Error) => {
+      if (this.indexer !== worker) return;
+      this.indexer = null; // started again by the next append or search
+      for (const waiter of this.indexWaiters.values()) waiter.reject(err);
+      this.indexWaiters.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`the search indexer stopped (exit code ${code})`)));
+    return worker;
   }
 
   /** Copies the WAL back into the database file on a thread of its own, so that commits seldom
@@ -132,9 +176,7 @@ export class LogWriter {
   private start(): Worker {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
     const worker = new Worker(WRITER, { eval: true, workerData: {
-        file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS, resetFrames: 10_000, indexGapMs: INDEX_GAP_MS, indexBatch: INDEX_BATCH,
-        // The search's own functions, so that the index is cut exactly as queries are.
-        normalizeForSearch: normalizeForSearch.toString(), searchTokenText: searchTokenText.toString(),
+        file: this.file, driver, minGapMs: MIN_COMMIT_GAP_MS, resetFrames: 10_000,
         messageRowWriter: messageRowWriter.toString(),
         segments: this.segments
           ? { segmentLog: segmentLog.toString(), encodeRecords: encodeRecords.toString(), decodeRecords: decodeRecords.toString(), keyFilter: keyFilter.toString(), replaySegments: replaySegments.toString(), ...SEGMENTS }
@@ -143,7 +185,7 @@ export class LogWriter {
     });
     worker.unref();
     this.checkpointer ??= this.startCheckpointer(driver);
-    worker.on('message', (reply: { id: number; outcomes?: Appended[]; indexed?: true; compacted?: number; error?: { message: string; code?: string } }) => {
+    worker.on('message', (reply: { id: number; outcomes?: Appended[]; compacted?: number; error?: { message: string; code?: string } }) => {
       if (reply.compacted !== undefined) return this.compacted(reply.compacted);
       const waiter = this.pending.get(reply.id);
       if (!waiter) return;
@@ -185,45 +227,7 @@ db.pragma('temp_store = MEMORY');
 // after a commit once the WAL holds that many frames, finds little left to copy and, with no
 // commit running beside it, finishes: the next commit then starts the WAL anew.
 db.pragma('wal_autocheckpoint = ' + workerData.resetFrames);
-const normalizeForSearch = (0, eval)('(' + workerData.normalizeForSearch + ')');
-const searchTokenText = (0, eval)('(' + workerData.searchTokenText + ')');
 const appendRow = (0, eval)('(' + workerData.messageRowWriter + ')')(db);
-const indexText = db.prepare('INSERT INTO message_search (rowid, tokens) VALUES (?, ?)');
-const unindex = db.prepare('DELETE FROM message_search WHERE rowid = ?');
-const index = (rowid, text) => {
-  const tokens = searchTokenText(normalizeForSearch(text));
-  if (tokens !== '') indexText.run(rowid, tokens);
-};
-// The search index follows the log by rowid: search_progress holds the last row it has taken,
-// moved in the same transaction as the index, so a crash loses nothing and repeats nothing.
-// A message is indexed in its state then; an edit or delete re-indexes its target (taken
-// already: it comes first in the log) in its state then, so whatever order they come in, the
-// index ends with each message's current text, and none for a deleted one.
-const progress = db.prepare('SELECT last_rowid FROM search_progress');
-const setProgress = db.prepare('UPDATE search_progress SET last_rowid = ?');
-const rowsAfter = db.prepare('SELECT rowid, type, chat_id, target_seq, envelope, deleted FROM messages WHERE rowid > ? ORDER BY rowid LIMIT ?');
-const targetOf = db.prepare("SELECT rowid, envelope, deleted FROM messages WHERE chat_id = ? AND seq = ? AND type = 'message'");
-const indexCurrent = (rowid, envelope, deleted) => {
-  if (!deleted) index(rowid, JSON.parse(envelope).text);
-};
-/** Indexes up to indexBatch rows; returns whether rows are left. */
-const catchUpOnce = db.transaction(() => {
-  let last = progress.get().last_rowid;
-  const rows = rowsAfter.all(last, workerData.indexBatch);
-  for (const r of rows) {
-    if (r.type === 'message') indexCurrent(r.rowid, r.envelope, r.deleted);
-    else if (r.type === 'edit' || r.type === 'delete') {
-      const t = targetOf.get(r.chat_id, r.target_seq);
-      if (t && t.rowid < r.rowid) {
-        unindex.run(t.rowid);
-        indexCurrent(t.rowid, t.envelope, t.deleted);
-      }
-    }
-    last = r.rowid;
-  }
-  if (rows.length > 0) setProgress.run(last);
-  return rows.length === workerData.indexBatch;
-});
 const appendBatch = db.transaction((rows) => rows.map(appendRow));
 const failure = (err) => ({ message: String(err && err.message), code: err && err.code });
 // Nested in this transaction, each batch's own transaction is a savepoint.
@@ -240,13 +244,8 @@ let queue = [];
 let closing = false;
 let timer = null;
 let lastCommit = -Infinity;
-// Requests to have the index catch up, answered once it has.
-let indexWaiters = [];
-let indexTimer = null;
-let lastIndex = -Infinity;
 const take = (m) => {
   if (m.close) closing = true;
-  else if (m.index) indexWaiters.push(m.id);
   else if (m.flush) flushRequests.push(m.id);
   else queue.push(m);
 };
@@ -264,6 +263,12 @@ const log = segments && (0, eval)('(' + segments.segmentLog + ')')({
   keyFilter: (0, eval)('(' + segments.keyFilter + ')'), keysPerStep: segments.keysPerStep, keysCapacity: segments.keysCapacity,
   onCompacted: (through) => parentPort.postMessage({ compacted: through }),
 });
+// With the segment log, this thread never sleeps on the write lock (the indexer's or the main
+// connection's transactions hold it at times): appends only read the database, and a compaction
+// that finds the lock held tries again 2 ms later (for as long as the busy timeout would wait).
+// A transaction per group commit (no segment log) waits for it, as appends must.
+if (log) db.pragma('busy_timeout = 0');
+let compactBusySince = null;
 // Reads asking for a flush: received (the current segment not sealed for them yet), then
 // waiting for the segment sealed for them.
 let flushRequests = [];
@@ -322,13 +327,18 @@ const compact = later(() => {
   try {
     more = log.compactStep();
   } catch (err) {
+    if (err && err.code === 'SQLITE_BUSY') {
+      compactBusySince ??= performance.now();
+      if (performance.now() - compactBusySince < 10000) return compact.schedule(2);
+    }
+    compactBusySince = null;
     answerFlushes(failure(err));
     return compact.schedule(segments.retryMs);
   }
+  compactBusySince = null;
   answerFlushes(null);
   if (more) return compact.schedule(0);
   keys.schedule(0);
-  scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
   scheduleSeal();
 });
 /** Answers the reads whose segment is in the database (all of them, with the error, if one is
@@ -359,47 +369,6 @@ const flush = () => {
   answerFlushes(null);
   if (flushWaiters.length > 0) compact.schedule(0);
 };
-// One batch per turn: appends that arrive meanwhile are committed between batches. The index
-// never waits for the write lock (another process holding it, say): it tries again later, so that
-// appends never queue behind it. A search waits for it as long as an append would for the lock
-// (the busy timeout), then fails as busy.
-let busySince = null;
-const catchUpNow = () => {
-  db.pragma('busy_timeout = 0');
-  try {
-    return catchUpOnce.immediate();
-  } finally {
-    db.pragma('busy_timeout = 10000');
-  }
-};
-const catchUp = () => {
-  cancelIndex();
-  // Not inside a compaction of the segment log (its transaction spans turns): after it.
-  if (db.inTransaction) return scheduleIndex(workerData.indexGapMs);
-  lastIndex = performance.now();
-  let failed = null;
-  try {
-    const more = catchUpNow();
-    busySince = null;
-    if (more) return scheduleIndex(0);
-  } catch (err) {
-    if (err && err.code === 'SQLITE_BUSY') {
-      busySince ??= lastIndex;
-      if (indexWaiters.length === 0 || lastIndex - busySince < 10000) return scheduleIndex(workerData.indexGapMs);
-    }
-    busySince = null;
-    failed = failure(err);
-  }
-  for (const id of indexWaiters) parentPort.postMessage(failed ? { id, error: failed } : { id, indexed: true });
-  indexWaiters = [];
-};
-const scheduleIndex = (wait) => {
-  indexTimer ??= setTimeout(catchUp, Math.max(0, wait));
-};
-const cancelIndex = () => {
-  clearTimeout(indexTimer);
-  indexTimer = null;
-};
 const commitQueued = () => {
   timer = null;
   for (let m = receiveMessageOnPort(parentPort); m; m = receiveMessageOnPort(parentPort)) take(m.message);
@@ -415,28 +384,19 @@ const commitQueued = () => {
     }
     for (const r of results) parentPort.postMessage(r);
     if (log) scheduleSeal();
-    scheduleIndex(lastIndex + workerData.indexGapMs - performance.now());
   }
   if (flushRequests.length > 0) flush();
-  if (indexWaiters.length > 0) catchUp();
   if (closing) {
     if (log) {
       clearTimeout(sealTimer);
       compact.cancel();
       keys.cancel();
+      db.pragma('busy_timeout = 10000'); // the last compaction waits for the lock
       log.close();
       answerFlushes(null);
       for (const w of flushWaiters) parentPort.postMessage({ id: w.id, error: { message: 'the store is closed' } });
       flushWaiters = [];
     }
-    // Leave the index complete (a later start would catch up anyway).
-    cancelIndex();
-    try {
-      while (catchUpNow());
-    } catch {
-      // the next start catches up
-    }
-    for (const id of indexWaiters) parentPort.postMessage({ id, error: { message: 'the store is closed' } });
     db.close();
     parentPort.close();
   }
@@ -444,11 +404,110 @@ const commitQueued = () => {
 parentPort.on('message', (m) => {
   take(m);
   if (timer) return;
-  const wait = m.index || m.flush ? 0 : lastCommit + workerData.minGapMs - performance.now();
+  const wait = m.flush ? 0 : lastCommit + workerData.minGapMs - performance.now();
   timer = wait > 0 ? setTimeout(commitQueued, wait) : setImmediate(commitQueued);
 });
+`;
+
+/**
+ * The search index's thread: it follows the messages table by rowid in transactions of its own,
+ * on its own connection, so that neither the tokenizer nor FTS5 holds up an append (on the
+ * writer's thread it did, about 20 ms each time: bench/README.md, "Issue 21, fourth sitting").
+ * It looks for new rows every indexGapMs (a read; the write lock only when there are some), up
+ * to indexBatch rows a transaction, and catches up at once, completely, when a search asks.
+ */
+const INDEXER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file);
+// A search waits for the index as long as an append would for the lock, then fails as busy.
+db.pragma('busy_timeout = 10000');
+// The index is derived from the table: a commit that a crash undoes goes back together with the
+// progress it moved, and is done again. No fsync of its own (the checkpoints make it durable).
+db.pragma('synchronous = NORMAL');
+db.pragma('wal_autocheckpoint = 0'); // the writer and the checkpointer see to the WAL
+const normalizeForSearch = (0, eval)('(' + workerData.normalizeForSearch + ')');
+const searchTokenText = (0, eval)('(' + workerData.searchTokenText + ')');
+const indexText = db.prepare('INSERT INTO message_search (rowid, tokens) VALUES (?, ?)');
+const unindex = db.prepare('DELETE FROM message_search WHERE rowid = ?');
+const index = (rowid, text) => {
+  const tokens = searchTokenText(normalizeForSearch(text));
+  if (tokens !== '') indexText.run(rowid, tokens);
+};
+// The search index follows the log by rowid: search_progress holds the last row it has taken,
+// moved in the same transaction as the index, so a crash loses nothing and repeats nothing.
+// A message is indexed in its state then; an edit or delete re-indexes its target (taken
+// already: it comes first in the log) in its state then, so whatever order they come in, the
+// index ends with each message's current text, and none for a deleted one.
+const progress = db.prepare('SELECT last_rowid FROM search_progress');
+const setProgress = db.prepare('UPDATE search_progress SET last_rowid = ?');
+const anyAfter = db.prepare('SELECT EXISTS (SELECT 1 FROM messages WHERE rowid > (SELECT last_rowid FROM search_progress)) AS n');
+const rowsAfter = db.prepare('SELECT rowid, type, chat_id, target_seq, envelope, deleted FROM messages WHERE rowid > ? ORDER BY rowid LIMIT ?');
+const targetOf = db.prepare("SELECT rowid, envelope, deleted FROM messages WHERE chat_id = ? AND seq = ? AND type = 'message'");
+const indexCurrent = (rowid, envelope, deleted) => {
+  if (!deleted) index(rowid, JSON.parse(envelope).text);
+};
+/** Indexes up to indexBatch rows; returns whether rows are left. */
+const catchUpOnce = db.transaction(() => {
+  let last = progress.get().last_rowid;
+  const rows = rowsAfter.all(last, workerData.indexBatch);
+  for (const r of rows) {
+    if (r.type === 'message') indexCurrent(r.rowid, r.envelope, r.deleted);
+    else if (r.type === 'edit' || r.type === 'delete') {
+      const t = targetOf.get(r.chat_id, r.target_seq);
+      if (t && t.rowid < r.rowid) {
+        unindex.run(t.rowid);
+        indexCurrent(t.rowid, t.envelope, t.deleted);
+      }
+    }
+    last = r.rowid;
+  }
+  if (rows.length > 0) setProgress.run(last);
+  return rows.length === workerData.indexBatch;
+});
+const failure = (err) => ({ message: String(err && err.message), code: err && err.code });
+/** One batch a turn (a search's request is taken in between); true: rows are left. */
+const step = () => (anyAfter.get().n ? catchUpOnce.immediate() : false);
+let waiters = [];
+let timer = null;
+const schedule = (wait) => {
+  timer ??= setTimeout(run, wait);
+};
+const run = () => {
+  timer = null;
+  let failed = null;
+  try {
+    if (step()) return schedule(0);
+  } catch (err) {
+    failed = failure(err); // busy past the timeout, say: the next round tries again
+  }
+  for (const id of waiters) parentPort.postMessage(failed ? { id, error: failed } : { id });
+  waiters = [];
+  schedule(workerData.indexGapMs);
+};
+parentPort.on('message', (m) => {
+  if (m.close) {
+    clearTimeout(timer);
+    // Leave the index complete (a later start would catch up anyway).
+    let failed = { message: 'the store is closed' };
+    try {
+      while (step());
+      failed = null;
+    } catch {
+      // the next start catches up
+    }
+    for (const id of waiters) parentPort.postMessage(failed ? { id, error: failed } : { id });
+    db.close();
+    parentPort.close();
+    return;
+  }
+  waiters.push(m.id);
+  clearTimeout(timer);
+  timer = null;
+  schedule(0);
+});
 // Rows a previous run stored and did not index yet (it stopped in between).
-scheduleIndex(0);
+schedule(0);
 `;
 
 /**
