@@ -1,6 +1,7 @@
 import { Aedes, type AedesOptions } from 'aedes';
 import { newId } from '../core/ids.js';
 import { CONNECT_TIMEOUT_MS } from '../core/rules.js';
+import { writePublishesWhole } from './publish-writer.js';
 
 /** What a deployment gives Aedes: its emitter and persistence (in memory, or shared by every
  * node through Redis: broker/cluster.ts) and the heartbeat of a cluster. */
@@ -12,6 +13,7 @@ export type AedesBackends = Pick<AedesOptions, 'mq' | 'persistence' | 'heartbeat
  * this instance's outbox exist.
  */
 export function createAedes(backends: AedesBackends): Promise<Aedes> {
+  writePublishesWhole();
   return Aedes.createBroker({
     ...backends,
     // No cap on publishes being fanned out at once (the default, 100, queues the rest): with a
