@@ -40,17 +40,19 @@ const TICK_US = 1e6 / 100; // USER_HZ: /proc reports CPU in 10 ms ticks
 /** Threads that exist before any store opens: the main thread, V8's and libuv's. */
 const PROCESS_THREADS = new Set(readdirSync('/proc/self/task'));
 
-/** CPU ticks (user, sys) per thread: 'main', the store's threads by the order they started
- * ('writer', 'checkpointer', 'indexer': see core/store/sqlite-log-writer.ts), the rest as 'other'. */
-function threadTicks(): Map<string, [number, number]> {
-  const ticks = new Map<string, [number, number]>();
+/** CPU ticks (user, sys) and bytes written per thread: 'main', the store's threads by the order
+ * they started ('writer', 'checkpointer', 'indexer': see core/store/sqlite-log-writer.ts), the
+ * rest as 'other'. */
+function threadTicks(): Map<string, [number, number, number]> {
+  const ticks = new Map<string, [number, number, number]>();
   const storeThreads = readdirSync('/proc/self/task').filter((t) => !PROCESS_THREADS.has(t)).sort((a, b) => Number(a) - Number(b));
   for (const tid of readdirSync('/proc/self/task')) {
     const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const name = tid === String(process.pid) ? 'main' : (['writer', 'checkpointer', 'indexer'][storeThreads.indexOf(tid)] ?? 'other');
-    const [u, s] = ticks.get(name) ?? [0, 0];
-    ticks.set(name, [u + Number(fields[11]), s + Number(fields[12])]);
+    const written = Number(/^wchar: (\d+)$/m.exec(readFileSync(`/proc/self/task/${tid}/io`, 'utf8'))?.[1] ?? 0);
+    const [u, s, w] = ticks.get(name) ?? [0, 0, 0];
+    ticks.set(name, [u + Number(fields[11]), s + Number(fields[12]), w + written]);
   }
   return ticks;
 }
@@ -119,11 +121,13 @@ async function round(n: number, log: string): Promise<void> {
     let user = 0;
     let sys = 0;
     const threads: string[] = [];
-    for (const [name, [u1, s1]] of ticks1) {
-      const [u0, s0] = ticks0.get(name) ?? [0, 0];
+    const writes: string[] = [];
+    for (const [name, [u1, s1, w1]] of ticks1) {
+      const [u0, s0, w0] = ticks0.get(name) ?? [0, 0, 0];
       user += u1 - u0;
       sys += s1 - s0;
       threads.push(`${name} ${per(u1 - u0)}+${per(s1 - s0)}`);
+      if (w1 - w0 >= total * 10) writes.push(`${name} ${((w1 - w0) / total / 1024).toFixed(1)}`);
     }
     const core = (((user + sys) * TICK_US) / 1e6 / elapsed) * 100;
     console.log(
@@ -131,7 +135,7 @@ async function round(n: number, log: string): Promise<void> {
         `${per(user)} µs user + ${per(sys)} µs sys per message (${core.toFixed(0)} % of a core); ` +
         `written ${((io1.wchar - io0.wchar) / total / 1024).toFixed(1)} KB and ${((io1.syscw - io0.syscw) / total).toFixed(1)} write calls per message`,
     );
-    console.log(`         per thread, µs user+sys per message: ${threads.join(', ')}`);
+    console.log(`         per thread, µs user+sys per message: ${threads.join(', ')}; KB written per message: ${writes.join(', ')}`);
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });
